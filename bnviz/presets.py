@@ -1,0 +1,96 @@
+"""Named starting points: the published experiments bnviz reproduces, and what they found.
+
+Each preset is a RunConfig plus one line on what it shows, the published result to show
+next to ours, and which ``norm`` values to run side by side. Settings a paper does not
+state are bnviz's own choice and are listed in ``assumed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bnviz.config import RunConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    summary: str  # one line: what a user sees
+    config: RunConfig
+    published: str  # the paper's result, in a sentence
+    source: str  # citation
+    compare: tuple[str, ...] = ("none", "batchnorm")  # norm values for a paired comparison
+    assumed: tuple[str, ...] = ()  # settings the source does not state
+    published_accuracy: tuple[tuple[str, float], ...] = ()  # (norm, final test accuracy) where published
+
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset(
+            name="ioffe-fig1",
+            summary="The BN paper's Figure 1: a 3x100 sigmoid MLP on MNIST; without BN the sigmoid inputs drift.",
+            config=RunConfig(arch="mlp", depth=3, width=100, activation="sigmoid", norm="none",
+                             init="gaussian", init_sigma=0.1, optimizer="sgd", lr=0.5, batch_size=60,
+                             steps=50_000, eval_every=500),
+            published="With BN the network trains faster and reaches higher test accuracy; the input to a "
+                      "last-layer sigmoid keeps a stable distribution with BN and drifts without it.",
+            source="Ioffe & Szegedy 2015, arXiv:1502.03167, Figure 1",
+            assumed=("optimizer sgd", "lr 0.5", "init_sigma 0.1"),
+        ),
+        Preset(
+            name="fastai-collapse",
+            summary="fastai's 'colorful dimension': a simple CNN whose activations collapse and recover without BN.",
+            config=RunConfig(arch="cnn", activation="relu", norm="none", init="default", optimizer="adam",
+                             lr=0.06, schedule="onecycle", batch_size=512, steps=117, eval_every=39),
+            published="Without BN the non-zero activations grow, collapse and repeat before training settles "
+                      "(accuracy 0.9743 after one epoch); with Conv-BN-ReLU training is smooth (0.9864).",
+            source="Howard & Gugger, Deep Learning for Coders, chapter 13",
+            published_accuracy=(("none", 0.9743), ("batchnorm", 0.9864)),
+            assumed=("117 steps = one epoch of the full 60,000-image MNIST; our bundled set is 8,000 images",),
+        ),
+        Preset(
+            name="noisy-bn",
+            summary="Santurkar et al.: BN with heavy noise added after it still trains about as well as BN.",
+            config=RunConfig(arch="mlp", depth=4, width=100, activation="relu", norm="noisy-batchnorm",
+                             init="kaiming-normal", optimizer="sgd", lr=0.1, batch_size=128, steps=3000,
+                             eval_every=250),
+            published="A network with noisy BN trains about as well as one with plain BN, and both beat the "
+                      "network without BN; the same noise without BN stops training.",
+            source="Santurkar et al. 2018, arXiv:1805.11604, §2.1 (VGG on CIFAR-10 in the paper)",
+            compare=("none", "batchnorm", "noisy-batchnorm", "noise"),
+            assumed=("a 4x100 ReLU MLP on MNIST instead of VGG on CIFAR-10",
+                     "noise mean from U(-0.5, 0.5), std from U(1, 1.25), redrawn every step"),
+        ),
+        Preset(
+            name="deep-sigmoid",
+            summary="A 10-layer sigmoid MLP with a poor init: without BN the units saturate and it barely learns.",
+            config=RunConfig(arch="mlp", depth=10, width=100, activation="sigmoid", norm="none",
+                             init="gaussian", init_sigma=1.0, optimizer="sgd", lr=0.5, batch_size=60,
+                             steps=3000, eval_every=250),
+            published="Saturating nonlinearities in deep networks stall training unless the layer inputs are "
+                      "normalized (the BN paper, §1 and §4.2 'BN-x5-Sigmoid').",
+            source="Ioffe & Szegedy 2015, arXiv:1502.03167",
+            assumed=("depth 10, init_sigma 1.0, lr 0.5: chosen to saturate",),
+        ),
+        Preset(
+            name="landscape",
+            summary="Santurkar et al.'s smoothness probe: loss and gradient change less along the gradient with BN.",
+            config=RunConfig(arch="mlp", depth=4, width=100, activation="relu", norm="none",
+                             init="kaiming-normal", optimizer="sgd", lr=0.1, batch_size=128, steps=2000,
+                             eval_every=250, landscape_every=50),
+            published="With BN the loss range, the gradient predictiveness and the effective beta-smoothness "
+                      "along the gradient direction are all smaller.",
+            source="Santurkar et al. 2018, arXiv:1805.11604, §3.2, Figure 4",
+            assumed=("a 4x100 ReLU MLP on MNIST", "step sizes 0.25x to 4x the learning rate"),
+        ),
+    )
+}
+
+DEFAULT_PRESET = "ioffe-fig1"
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,59 @@
+"""Snapshot: an immutable picture of a run at one moment, what every reader sees.
+
+The trainer thread builds a new Snapshot after each batch of steps and swaps it in; the
+page, the CLI and the run file read snapshots and never touch the trainer's state. Arrays
+are read-only views (see ``bnviz.history``), so a snapshot costs no copy and never changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+import numpy as np
+
+from bnviz.config import RunConfig
+
+STATES = ("starting", "running", "paused", "finished", "diverged", "stopped", "error")
+FINAL_STATES = ("finished", "diverged", "stopped", "error")  # the thread has ended
+EMPTY = np.zeros(0)
+EMPTY.flags.writeable = False
+
+
+def _empty():
+    return EMPTY
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A run's state and recorded statistics; ``columns`` holds the arrays of ``StepStats`` plus ``count``."""
+
+    config: RunConfig
+    status: str = "starting"
+    message: str = ""  # words for a person: why it stopped, what went wrong
+    step: int = 0  # optimizer steps done
+    steps_per_second: float = 0.0
+    version: int = 0  # grows with every publish: a reader redraws only when it changed
+    layer_names: tuple[str, ...] = ()
+    pre_edges: np.ndarray = field(default_factory=_empty)  # (pre bins + 1,) shared by every layer
+    post_edges: np.ndarray = field(default_factory=_empty)
+    stride: int = 1  # steps merged into each column
+    lr: float = 0.0  # the learning rate in use now
+    columns: Mapping[str, np.ndarray] = field(default_factory=lambda: MappingProxyType({}))
+    accuracy_steps: np.ndarray = field(default_factory=_empty)  # (n,) steps at which held-out accuracy was measured
+    accuracy: np.ndarray = field(default_factory=_empty)  # (n,)
+    lr_events: tuple[tuple[int, float], ...] = ()  # (step, new rate) of each live change
+    landscape_steps: np.ndarray = field(default_factory=_empty)
+    landscape: np.ndarray = field(default_factory=_empty)  # (n, 3): loss range, gradient predictiveness, effective beta-smoothness
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL_STATES
+
+    @property
+    def progress(self) -> float:
+        return self.step / self.config.steps
+
+    def column(self, name: str) -> np.ndarray:
+        return self.columns.get(name, EMPTY)

@@ -1,0 +1,208 @@
+"""Reduce a ring of raw pre-activations to per-step statistics, many steps in one batch.
+
+The probes copy each hidden layer's pre-activation (the nonlinearity's input) into a ring of
+K steps; this module turns the ring into numpy arrays, one row per step. Everything comes
+from one fine histogram per layer and step (a single ``bincount``), because on the CPU
+``bincount`` costs ~1 ns per element where ``histc``/``sort`` cost 15-50:
+- the displayed pre-activation histogram is the fine one summed in groups of ``GROUP``;
+- the post-activation histogram maps each fine bin through the nonlinearity (by its centre);
+- the saturated fraction is a sum of fine bins, since the thresholds are fine-bin edges;
+- the layer's 15/50/85th percentiles are read off the fine histogram (error under one fine
+  bin, ``FINE_BINS`` of them over the range; the edge bins stretch to the step's min/max).
+Mean and std are exact; the "typical unit"'s percentiles are exact (the BN paper's Figure 1b/c).
+Bins are right-closed, ``(e_i, e_i+1]``, so a ReLU input of exactly 0 counts as dead.
+Values beyond the range land in the edge bins; NaN and Inf are counted apart, never dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+LN19 = math.log(19)  # sigmoid(x) < 0.05 or > 0.95 exactly when |x| > ln(19) ~ 2.944
+SATURATION_THRESHOLD = {"sigmoid": LN19, "tanh": LN19 / 2}  # tanh(x) = 2 sigmoid(2x) - 1: |tanh| > 0.9
+DEAD_ACTIVATIONS = ("relu", "leaky-relu", "gelu")  # "saturated" = on the flat side, x <= 0
+FINE_BINS = 768  # 6 ln19 / 768 = ln19 / 128: the thresholds fall on fine-bin edges
+GROUP = 16  # 768 / 16 = 48 displayed bins, each ln19 / 8 wide
+POST_BINS = 40  # sigmoid/tanh outputs: 0.05 and 0.95 (tanh: +-0.9) are edges of 40 bins
+PERCENTILES = (15, 50, 85)  # the BN paper's Figure 1b/c
+
+
+def pre_range(activation: str) -> float:
+    """Half-width of the pre-activation range: 3 thresholds wide, so saturation is visible."""
+    return 3 * SATURATION_THRESHOLD.get(activation, LN19)
+
+
+def pre_edges(activation: str) -> np.ndarray:
+    """Displayed pre-activation bin edges, signed and fixed for the whole run."""
+    half = pre_range(activation)
+    return np.linspace(-half, half, FINE_BINS // GROUP + 1)
+
+
+def post_edges(activation: str) -> np.ndarray:
+    """Displayed post-activation bin edges: the output's own range for bounded activations."""
+    if activation == "sigmoid":
+        return np.linspace(0.0, 1.0, POST_BINS + 1)
+    if activation == "tanh":
+        return np.linspace(-1.0, 1.0, POST_BINS + 1)
+    return pre_edges(activation)
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """Statistics of K recorded steps for L layers; row i describes step ``steps[i]``."""
+
+    steps: np.ndarray  # (K,) int64
+    loss: np.ndarray  # (K,) float64
+    hist_pre: np.ndarray  # (K, L, pre bins) int64
+    hist_post: np.ndarray  # (K, L, post bins) float64: spread from the fine bins, total exact
+    mean: np.ndarray  # (K, L) of the pre-activation
+    std: np.ndarray  # (K, L)
+    percentiles: np.ndarray  # (K, L, 3) 15/50/85th of the layer's pre-activation
+    unit_percentiles: np.ndarray  # (K, L, 3) of one fixed unit's pre-activation
+    saturation: np.ndarray  # (K, L) fraction saturated (sigmoid, tanh) or dead (ReLU family); NaN if undefined
+    nonfinite: np.ndarray  # (K, L) count of NaN/Inf pre-activations
+    grad_norm: np.ndarray  # (K, L) norm of the layer's weight gradient
+
+
+class Reducer:
+    """Everything about the binning that is fixed for a run, computed once."""
+
+    def __init__(self, activation: str, ring_steps: int):
+        self.activation = activation
+        half = pre_range(activation)
+        self.low, self.high = -half, half
+        self.width = 2 * half / FINE_BINS
+        self.fine_edges = np.linspace(-half, half, FINE_BINS + 1)
+        self.post_map = _post_map(activation, self.fine_edges)  # (FINE_BINS, post bins)
+        self.saturated_bins = _saturated_bins(activation, self.fine_edges)  # (FINE_BINS,) bool or None
+        # Reversed bins make them right-closed: index = floor((high - x) / width), then flip.
+        rows = torch.arange(ring_steps, dtype=torch.float32).view(-1, 1, 1)
+        self._offsets = rows * FINE_BINS + self.high / self.width  # (K, 1, 1)
+        self._scale = torch.tensor(-1 / self.width)
+
+    def reduce(self, pre: torch.Tensor, unit: int) -> dict[str, np.ndarray]:
+        """Statistics for one layer's ring ``pre`` of shape (K, batch, features)."""
+        steps = pre.shape[0]
+        flat = pre.reshape(steps, -1)  # (K, batch * features)
+        total = flat.shape[1]
+        sums = flat.sum(1)  # (K,); a NaN or Inf anywhere in a row makes its sum non-finite
+        if bool(torch.isfinite(sums).all()):
+            fine = self._bincount(pre, steps)
+            nonfinite = np.zeros(steps, dtype=np.int64)
+        else:
+            finite = torch.isfinite(pre)
+            nonfinite = (~finite).reshape(steps, -1).sum(1).numpy().astype(np.int64)
+            fine = self._bincount(torch.where(finite, pre, torch.tensor(self.high)), steps)
+            fine[:, -1] -= nonfinite  # take the stand-ins back out of the top bin
+        sums = sums.double().numpy()
+        squares = torch.linalg.vector_norm(flat, dim=1).double().numpy() ** 2
+        mean = sums / total
+        with np.errstate(invalid="ignore"):  # NaN in, NaN out: the non-finite count says why
+            variance = np.maximum(squares - sums * mean, 0.0) / max(total - 1, 1)
+        unit_values = pre[:, :, unit].double()  # (K, batch)
+        unit_pct = torch.quantile(unit_values, torch.tensor(PERCENTILES, dtype=torch.float64) / 100, dim=1)
+        return {
+            "hist_pre": fine.reshape(steps, -1, GROUP).sum(2),
+            "hist_post": fine @ self.post_map,
+            "mean": mean,
+            "std": np.sqrt(variance),
+            "percentiles": percentiles_from_histogram(fine, self.fine_edges, lambda rows: _finite_range(flat[rows])),
+            "unit_percentiles": unit_pct.T.numpy(),
+            "saturation": self._saturation(fine, total, nonfinite),
+            "nonfinite": nonfinite,
+        }
+
+    def _bincount(self, pre: torch.Tensor, steps: int) -> np.ndarray:
+        """(K, FINE_BINS) counts; the caller has replaced any non-finite value."""
+        # 1. clamp so out-of-range values land in the edge bins (the lowest stays inside by half a bin)
+        clamped = pre.clamp(self.low + self.width / 2, self.high)
+        # 2. reversed fine-bin index plus a per-step offset, so one bincount covers all K steps
+        index = torch.addcmul(self._offsets[:steps], clamped, self._scale).to(torch.int32)
+        counts = torch.bincount(index.view(-1), minlength=steps * FINE_BINS)
+        return counts.view(steps, FINE_BINS).numpy()[:, ::-1].astype(np.int64)
+
+    def _saturation(self, fine: np.ndarray, total: int, nonfinite: np.ndarray) -> np.ndarray:
+        if self.saturated_bins is None:
+            return np.full(fine.shape[0], np.nan)
+        finite = np.maximum(total - nonfinite, 1)
+        return fine[:, self.saturated_bins].sum(1) / finite
+
+
+def percentiles_from_histogram(counts: np.ndarray, edges: np.ndarray, value_range,
+                               quantiles=PERCENTILES) -> np.ndarray:
+    """(K, len(quantiles)) percentiles read off (K, bins) counts, linear within a bin.
+
+    The two edge bins also hold everything beyond the range, so a percentile that falls in
+    one is placed between the bin's inner edge and the step's true minimum or maximum:
+    ``value_range(rows)`` gives those, asked only for the rows that need it (it costs a pass).
+    """
+    steps, bins = counts.shape
+    rows = np.arange(steps)
+    cumulative = np.cumsum(counts, axis=1)  # (K, bins)
+    totals = cumulative[:, -1]
+    targets = totals[:, None] * (np.asarray(quantiles) / 100)  # (K, Q)
+    index = np.minimum((cumulative[:, None, :] < targets[:, :, None]).sum(2), bins - 1)  # (K, Q) first bin reaching it
+    left = edges[index]
+    right = edges[index + 1]
+    at_edge = ((index == 0) | (index == bins - 1)).any(1)
+    if at_edge.any():
+        low, high = (np.asarray(v, dtype=np.float64) for v in value_range(rows[at_edge]))
+        left[at_edge] = np.where(index[at_edge] == 0, np.minimum(low[:, None], edges[1]), left[at_edge])
+        right[at_edge] = np.where(index[at_edge] == bins - 1, np.maximum(high[:, None], edges[-2]), right[at_edge])
+    before = np.where(index > 0, np.take_along_axis(cumulative, np.maximum(index - 1, 0), 1), 0)
+    inside = np.maximum(np.take_along_axis(counts, index, 1), 1)
+    fraction = np.clip((targets - before) / inside, 0, 1)
+    with np.errstate(invalid="ignore"):
+        return np.where(totals[:, None] > 0, left + fraction * (right - left), np.nan)
+
+
+def _finite_range(values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row smallest and largest finite value of (rows, n)."""
+    finite = torch.isfinite(values)
+    low = torch.where(finite, values, math.inf).amin(1)
+    high = torch.where(finite, values, -math.inf).amax(1)
+    return low.double().numpy(), high.double().numpy()
+
+
+def _post_map(activation: str, fine_edges: np.ndarray) -> np.ndarray:
+    """(FINE_BINS, post bins): how each fine pre bin's count spreads over the post bins.
+
+    A fine bin (a, b] goes to the interval between act(a) and act(b), split in proportion
+    to the overlap with each post bin: exact in total, and within a count or two per bin
+    because fine bins are narrow. The edge bins (which also hold out-of-range values) go
+    to the post bin of act at the range's edge.
+    """
+    from bnviz.model import ACTIVATION_MODULES  # the same function the network applies
+
+    with torch.no_grad():
+        mapped = ACTIVATION_MODULES[activation]()(torch.tensor(fine_edges, dtype=torch.float64)).numpy()
+    edges = post_edges(activation)
+    low, high = np.minimum(mapped[:-1], mapped[1:]), np.maximum(mapped[:-1], mapped[1:])
+    low[0], high[0] = mapped[0], mapped[0]
+    low[-1], high[-1] = mapped[-1], mapped[-1]
+    mapping = np.zeros((len(low), len(edges) - 1))
+    for row, (a, b) in enumerate(zip(low, high)):
+        if b - a <= 1e-12:
+            column = int(np.clip(np.searchsorted(edges, a, side="left") - 1, 0, len(edges) - 2))
+            mapping[row, column] = 1.0
+            continue
+        overlap = np.clip(np.minimum(edges[1:], b) - np.maximum(edges[:-1], a), 0, None)
+        overlap[0] += max(min(edges[0], b) - a, 0)  # beyond the post range: into the edge bins
+        overlap[-1] += max(b - max(edges[-1], a), 0)
+        mapping[row] = overlap / overlap.sum()
+    return mapping
+
+
+def _saturated_bins(activation: str, fine_edges: np.ndarray) -> np.ndarray | None:
+    lefts, rights = fine_edges[:-1], fine_edges[1:]
+    tolerance = 1e-9  # the thresholds are fine edges up to rounding
+    if activation in SATURATION_THRESHOLD:
+        threshold = SATURATION_THRESHOLD[activation]
+        return (rights <= -threshold + tolerance) | (lefts >= threshold - tolerance)
+    if activation in DEAD_ACTIVATIONS:
+        return rights <= tolerance
+    return None  # linear: nothing saturates

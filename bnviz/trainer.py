@@ -1,0 +1,272 @@
+"""Trainer: trains one RunConfig in a background thread and publishes Snapshots.
+
+The thread owns the network, the optimizer and the probe; other threads only send it
+commands (pause, resume, step, stop, a new learning rate) and read ``snapshot()``, which
+returns the latest immutable Snapshot without waiting for training. The thread never
+dies silently: a NaN/Inf loss ends the run as "diverged at step N" and any exception as
+"error", both with the statistics recorded so far.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from types import MappingProxyType
+
+import torch
+import torch.nn.functional as F
+
+from bnviz import landscape
+from bnviz.config import LIMITS, RunConfig
+from bnviz.data import BatchStream, load_dataset
+from bnviz.history import History, Series
+from bnviz.model import build_model
+from bnviz.probes import ActivationProbe
+from bnviz.snapshot import Snapshot
+from bnviz.stats import post_edges, pre_edges
+
+PUBLISH_INTERVAL = 0.2  # seconds between snapshots at most: a step reaches the screen well within a second
+EVAL_CHUNK = 1000  # held-out examples per forward pass when measuring accuracy
+ONECYCLE_WARMUP = 0.25  # fastai's fit_one_cycle: pct_start
+ONECYCLE_DIV = 25.0  # starts at lr / 25
+ONECYCLE_FINAL_DIV = 1e5  # ends at lr / 25 / 1e5
+MOMENTUM = 0.9  # for optimizer "momentum"
+MAX_LR_EVENTS = 1000  # live learning-rate changes kept for the timeline
+
+
+class Trainer:
+    """One run. ``start()`` it, control it from any thread, read ``snapshot()``."""
+
+    def __init__(self, config: RunConfig, data_dir: str | None = None):
+        self.config = config
+        self.data_dir = data_dir
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._paused = False
+        self._step_requests = 0
+        self._stop_requested = False
+        self._pending_lr: float | None = None
+        self._base_lr = config.lr
+        self._lr_events: list[tuple[int, float]] = []
+        self._snapshot = Snapshot(config=config, lr=config.lr)
+        self._thread = threading.Thread(target=self._run, name=f"bnviz-trainer-{id(self):x}", daemon=True)
+
+    def start(self, paused: bool = False) -> Trainer:
+        self._paused = paused
+        self._thread.start()
+        return self
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot  # a reference swap is atomic: no lock needed to read
+
+    def pause(self) -> None:
+        with self._wake:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._wake:
+            self._paused = False
+            self._wake.notify_all()
+
+    def step(self, count: int = 1) -> None:
+        """While paused, train ``count`` more steps and publish them."""
+        with self._wake:
+            self._step_requests += count
+            self._wake.notify_all()
+
+    def stop(self) -> None:
+        """Ask the thread to end after its current step; returns at once (safe on an event loop)."""
+        with self._wake:
+            self._stop_requested = True
+            self._wake.notify_all()
+
+    def set_lr(self, lr: float) -> None:
+        """Change the learning rate from the next step on; it is marked on the timeline."""
+        low, high = LIMITS["lr"]
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and low <= lr <= high):
+            raise ValueError(f"lr must be between {low:g} and {high:g} (got {lr!r})")
+        with self._wake:
+            self._pending_lr = float(lr)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end; True if it has."""
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        torch.set_num_threads(1)  # one core per run: many sessions share the machine
+        status, message = "error", "the trainer ended unexpectedly"
+        self._history = History()
+        self._accuracy = Series(1)
+        self._landscape = Series(3)
+        self._step = 0
+        self._last_eval = -1
+        self._rate = 0.0
+        try:
+            self._setup()
+            with self._probe:
+                status, message = self._loop()
+        except Exception as error:  # the thread's last word: shown on the page, never a silent death
+            status, message = "error", f"{type(error).__name__}: {error}"
+        finally:
+            probe = getattr(self, "_probe", None)
+            if probe is not None:
+                try:
+                    self._absorb(probe.drain())
+                except Exception as error:
+                    status, message = "error", f"{type(error).__name__} while saving the last steps: {error}"
+            self._publish(status, message)
+
+    def _setup(self) -> None:
+        config = self.config
+        self._dataset = load_dataset(config.dataset, self.data_dir)
+        torch.manual_seed(config.seed)  # anything left to the global generator is seeded too
+        self._network = build_model(config, self._dataset.input_shape, self._dataset.num_classes)
+        self._optimizer = _optimizer(config, self._network)
+        self._stream = BatchStream(self._dataset, config.batch_size, config.seed)
+        self._probe = ActivationProbe(self._network, config.activation, config.batch_size, self._dataset.input_shape)
+        self._layer_names = tuple(self._network.layer_names())
+        self._pre_edges = pre_edges(config.activation)
+        self._post_edges = post_edges(config.activation)
+        self._publish("paused" if self._paused else "running", "")
+
+    def _loop(self) -> tuple[str, str]:
+        config = self.config
+        while self._step < config.steps:
+            budget = self._wait_for_work()
+            if budget == 0:
+                return "stopped", f"stopped at step {self._step}"
+            deadline = time.perf_counter() + PUBLISH_INTERVAL
+            started, first = time.perf_counter(), self._step
+            while budget and self._step < config.steps and not self._probe.full:
+                loss = self._train_step()
+                budget -= 1
+                if not math.isfinite(loss):
+                    return "diverged", f"diverged at step {self._step}: the loss became {loss} (try a smaller learning rate or BatchNorm)"
+                if time.perf_counter() > deadline or self._stop_requested:
+                    break
+            elapsed = time.perf_counter() - started
+            if elapsed > 0 and self._step > first:
+                rate = (self._step - first) / elapsed
+                self._rate = rate if self._rate == 0 else 0.7 * self._rate + 0.3 * rate
+            self._absorb(self._probe.drain())
+            self._publish("paused" if self._paused else "running", "")
+        self._evaluate_if_due(final=True)
+        return "finished", f"finished {config.steps} steps"
+
+    def _wait_for_work(self) -> int:
+        """How many steps to train before publishing again (0: stop); blocks while paused."""
+        with self._wake:
+            while self._paused and not self._step_requests and not self._stop_requested:
+                self._wake.wait()
+            if self._stop_requested:
+                return 0
+            if self._paused:
+                count, self._step_requests = self._step_requests, 0
+                return count
+            return self.config.steps
+
+    def _train_step(self) -> float:
+        """One optimizer step; returns its loss (NaN/Inf means the run diverged)."""
+        config, probe = self.config, self._probe
+        if self._pending_lr is not None:
+            with self._lock:
+                self._base_lr, self._pending_lr = self._pending_lr, None
+                if len(self._lr_events) < MAX_LR_EVENTS:
+                    self._lr_events.append((self._step, self._base_lr))
+        lr = self._lr_at(self._step)
+        for group in self._optimizer.param_groups:
+            group["lr"] = lr
+        record = self._step % config.record_every == 0
+        probe.recording = record
+        x, y = self._stream.next_batch()
+        loss = F.cross_entropy(self._network(x), y)  # x: (batch, 1, 28, 28), y: (batch,)
+        self._optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        value = loss.item()
+        self._step += 1
+        if record:
+            probe.record_after_backward(self._step, value)
+        if not math.isfinite(value):
+            return value
+        if config.landscape_every and self._step % config.landscape_every == 0:
+            probe.recording = False
+            self._landscape.add(self._step, landscape.measure(self._network, x, y, lr))
+        self._optimizer.step()
+        self._evaluate_if_due()
+        return value
+
+    def _lr_at(self, step: int) -> float:
+        if self.config.schedule == "constant":
+            return self._base_lr
+        return self._base_lr * onecycle_factor(step / self.config.steps)
+
+    def _evaluate_if_due(self, final: bool = False) -> None:
+        due = self._step != self._last_eval if final else self._step % self.config.eval_every == 0
+        if not due:
+            return
+        self._last_eval = self._step
+        self._probe.recording = False
+        network, data = self._network, self._dataset
+        network.eval()  # BN uses its running statistics, as at test time
+        correct = 0
+        size = min(self.config.eval_size, len(data.test_y))
+        with torch.no_grad():
+            for start in range(0, size, EVAL_CHUNK):
+                stop = min(start + EVAL_CHUNK, size)
+                logits = network(data.test_x[start:stop])
+                correct += int((logits.argmax(1) == data.test_y[start:stop]).sum())
+        network.train()
+        self._accuracy.add(self._step, [correct / size])
+
+    def _absorb(self, stats) -> None:
+        if stats is not None:
+            self._history.add(stats)
+
+    def _publish(self, status: str, message: str) -> None:
+        accuracy_steps, accuracy = self._accuracy.arrays()
+        landscape_steps, landscape_values = self._landscape.arrays()
+        with self._lock:
+            lr_events = tuple(self._lr_events)
+        previous = self._snapshot
+        self._snapshot = Snapshot(
+            config=self.config,
+            status=status,
+            message=message,
+            step=self._step,
+            steps_per_second=self._rate,
+            version=previous.version + 1,
+            layer_names=getattr(self, "_layer_names", ()),
+            pre_edges=getattr(self, "_pre_edges", previous.pre_edges),
+            post_edges=getattr(self, "_post_edges", previous.post_edges),
+            stride=self._history.stride,
+            lr=self._lr_at(min(self._step, self.config.steps - 1)),
+            columns=MappingProxyType(self._history.columns()),
+            accuracy_steps=accuracy_steps,
+            accuracy=accuracy[:, 0],
+            lr_events=lr_events,
+            landscape_steps=landscape_steps,
+            landscape=landscape_values,
+        )
+
+
+def onecycle_factor(progress: float) -> float:
+    """fastai's 1cycle: cosine from 1/25 up to 1 over the first quarter, then down to 1/(25 * 1e5)."""
+    def cosine(start, end, t):
+        return end + (start - end) / 2 * (1 + math.cos(math.pi * t))
+    if progress < ONECYCLE_WARMUP:
+        return cosine(1 / ONECYCLE_DIV, 1.0, progress / ONECYCLE_WARMUP)
+    return cosine(1.0, 1 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV), (progress - ONECYCLE_WARMUP) / (1 - ONECYCLE_WARMUP))
+
+
+def _optimizer(config: RunConfig, network) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(network.parameters(), lr=config.lr)
+    momentum = MOMENTUM if config.optimizer == "momentum" else 0.0
+    return torch.optim.SGD(network.parameters(), lr=config.lr, momentum=momentum)
