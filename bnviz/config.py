@@ -169,5 +169,13 @@ def _validate(config: RunConfig) -> None:
             raise ValueError(f"{name} must be a number (got {value!r:.40})")
         if expected is int and not isinstance(value, int):
             raise ValueError(f"{name} must be a whole number (got {value!r})")
-        if not math.isfinite(value) or not low <= value <= high:
-            raise ValueError(f"{name} must be between {low:g} and {high:g} (got {value:g})")
+        if not low <= value <= high:  # also false for NaN; math.isfinite would overflow on a huge int
+            raise ValueError(f"{name} must be between {_show(low)} and {_show(high)} (got {_show(value)})")
+
+
+def _show(number) -> str:
+    """A number exactly but briefly: ':g' where it is exact (10, 1e-05), all digits where not (2147483647)."""
+    if isinstance(number, float):
+        short = f"{number:g}"
+        return short if float(short) == number else repr(number)
+    return str(number)[:40]

@@ -77,6 +77,17 @@ class History:
         self.size = len(merged["steps"])
         self.stride *= 2
 
+    def close(self) -> None:
+        """End of run: keep the partial column (fewer than `stride` steps) as the last one."""
+        if self._partial is None:
+            return
+        partial, self._partial = self._partial, None
+        if self.size == self.capacity:
+            self._halve()
+        for key, value in partial.items():
+            self._arrays[key][self.size:self.size + 1] = value
+        self.size += 1
+
     def columns(self) -> dict[str, np.ndarray]:
         """Read-only views of the complete columns; they never change once handed out."""
         if self._arrays is None:

@@ -80,9 +80,9 @@ class Reducer:
         self.post_map = _post_map(activation, self.fine_edges)  # (FINE_BINS, post bins)
         self.saturated_bins = _saturated_bins(activation, self.fine_edges)  # (FINE_BINS,) bool or None
         # Reversed bins make them right-closed: index = floor((high - x) / width), then flip.
-        rows = torch.arange(ring_steps, dtype=torch.float32).view(-1, 1, 1)
-        self._offsets = rows * FINE_BINS + self.high / self.width  # (K, 1, 1)
-        self._scale = torch.tensor(-1 / self.width)
+        self._step_offsets = (torch.arange(ring_steps, dtype=torch.int32) * FINE_BINS).view(-1, 1)  # (K, 1)
+        self._float_work = torch.empty(0)  # reused: fresh multi-MB buffers cost page faults every drain
+        self._index_work = torch.empty(0, dtype=torch.int32)
 
     def reduce(self, pre: torch.Tensor, unit: int) -> dict[str, np.ndarray]:
         """Statistics for one layer's ring ``pre`` of shape (K, batch, features)."""
@@ -118,10 +118,19 @@ class Reducer:
 
     def _bincount(self, pre: torch.Tensor, steps: int) -> np.ndarray:
         """(K, FINE_BINS) counts; the caller has replaced any non-finite value."""
+        size = pre.numel()
+        if self._float_work.numel() < size:
+            self._float_work = torch.empty(size)
+            self._index_work = torch.empty(size, dtype=torch.int32)
+        scaled = self._float_work[:size].view(steps, -1)  # (K, batch * features)
+        index = self._index_work[:size].view(steps, -1)
         # 1. clamp so out-of-range values land in the edge bins (the lowest stays inside by half a bin)
-        clamped = pre.clamp(self.low + self.width / 2, self.high)
-        # 2. reversed fine-bin index plus a per-step offset, so one bincount covers all K steps
-        index = torch.addcmul(self._offsets[:steps], clamped, self._scale).to(torch.int32)
+        torch.clamp(pre.reshape(steps, -1), self.low + self.width / 2, self.high, out=scaled)
+        # 2. reversed fine-bin index (truncation is floor: it is >= 0), then a per-step offset so
+        #    one bincount covers all K steps; the offset is added as an integer to keep precision
+        scaled.mul_(-1 / self.width).add_(self.high / self.width)
+        index.copy_(scaled)
+        index.add_(self._step_offsets[:steps])
         counts = torch.bincount(index.view(-1), minlength=steps * FINE_BINS)
         return counts.view(steps, FINE_BINS).numpy()[:, ::-1].astype(np.int64)
 
@@ -141,16 +150,20 @@ def percentiles_from_histogram(counts: np.ndarray, edges: np.ndarray, value_rang
     ``value_range(rows)`` gives those, asked only for the rows that need it (it costs a pass).
     """
     steps, bins = counts.shape
-    rows = np.arange(steps)
     cumulative = np.cumsum(counts, axis=1)  # (K, bins)
     totals = cumulative[:, -1]
     targets = totals[:, None] * (np.asarray(quantiles) / 100)  # (K, Q)
-    index = np.minimum((cumulative[:, None, :] < targets[:, :, None]).sum(2), bins - 1)  # (K, Q) first bin reaching it
+    # first bin whose cumulative count reaches the target: one searchsorted over all rows,
+    # made increasing by adding each row's offset (the counts before it)
+    offsets = np.r_[0, np.cumsum(totals)[:-1]][:, None]  # (K, 1)
+    flat = (cumulative + offsets).ravel()
+    index = np.searchsorted(flat, (targets + offsets).ravel() - 1e-9, side="left").reshape(targets.shape)
+    index = np.clip(index - np.arange(steps)[:, None] * bins, 0, bins - 1)  # (K, Q)
     left = edges[index]
     right = edges[index + 1]
     at_edge = ((index == 0) | (index == bins - 1)).any(1)
     if at_edge.any():
-        low, high = (np.asarray(v, dtype=np.float64) for v in value_range(rows[at_edge]))
+        low, high = (np.asarray(v, dtype=np.float64) for v in value_range(np.flatnonzero(at_edge)))
         left[at_edge] = np.where(index[at_edge] == 0, np.minimum(low[:, None], edges[1]), left[at_edge])
         right[at_edge] = np.where(index[at_edge] == bins - 1, np.maximum(high[:, None], edges[-2]), right[at_edge])
     before = np.where(index > 0, np.take_along_axis(cumulative, np.maximum(index - 1, 0), 1), 0)

@@ -119,6 +119,8 @@ class Trainer:
             if probe is not None:
                 try:
                     self._absorb(probe.drain())
+                    self._history.close()  # the last, partial column too: a finished run shows every step
+                    probe.remove()
                 except Exception as error:
                     status, message = "error", f"{type(error).__name__} while saving the last steps: {error}"
             self._publish(status, message)
@@ -155,7 +157,11 @@ class Trainer:
             if elapsed > 0 and self._step > first:
                 rate = (self._step - first) / elapsed
                 self._rate = rate if self._rate == 0 else 0.7 * self._rate + 0.3 * rate
-            self._absorb(self._probe.drain())
+            if self._paused:  # a paused page shows every step taken so far
+                self._absorb(self._probe.drain())
+            else:
+                self._absorb(self._probe.hand_off())
+                self._absorb(self._probe.ready())
             self._publish("paused" if self._paused else "running", "")
         self._evaluate_if_due(final=True)
         return "finished", f"finished {config.steps} steps"
@@ -168,8 +174,7 @@ class Trainer:
             if self._stop_requested:
                 return 0
             if self._paused:
-                count, self._step_requests = self._step_requests, 0
-                return count
+                return self._step_requests  # _train_step takes each one back: a full ring or a publish keeps the rest
             return self.config.steps
 
     def _train_step(self) -> float:
@@ -180,10 +185,13 @@ class Trainer:
                 self._base_lr, self._pending_lr = self._pending_lr, None
                 if len(self._lr_events) < MAX_LR_EVENTS:
                     self._lr_events.append((self._step, self._base_lr))
+        if self._step_requests:  # this step is one that step() asked for
+            with self._wake:
+                self._step_requests -= 1
         lr = self._lr_at(self._step)
         for group in self._optimizer.param_groups:
             group["lr"] = lr
-        record = self._step % config.record_every == 0
+        record = (self._step + 1) % config.record_every == 0  # steps r, 2r, ...: aligned with eval_every
         probe.recording = record
         x, y = self._stream.next_batch()
         loss = F.cross_entropy(self._network(x), y)  # x: (batch, 1, 28, 28), y: (batch,)
@@ -225,8 +233,8 @@ class Trainer:
         network.train()
         self._accuracy.add(self._step, [correct / size])
 
-    def _absorb(self, stats) -> None:
-        if stats is not None:
+    def _absorb(self, batches) -> None:
+        for stats in batches:
             self._history.add(stats)
 
     def _publish(self, status: str, message: str) -> None:
