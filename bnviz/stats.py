@@ -9,7 +9,7 @@ from one fine histogram per layer and step (a single ``bincount``), because on t
 - the saturated fraction is a sum of fine bins, since the thresholds are fine-bin edges;
 - the layer's 15/50/85th percentiles are read off the fine histogram (error under one fine
   bin, ``FINE_BINS`` of them over the range; the edge bins stretch to the step's min/max).
-Mean and std are exact; the "typical unit"'s percentiles are exact (the BN paper's Figure 1b/c).
+Mean and (population) std are exact; the "typical unit"'s percentiles are exact (the BN paper's Figure 1b/c).
 Bins are right-closed, ``(e_i, e_i+1]``, so a ReLU input of exactly 0 counts as dead.
 Values beyond the range land in the edge bins; NaN and Inf are counted apart, never dropped.
 """
@@ -60,7 +60,7 @@ class StepStats:
     hist_pre: np.ndarray  # (K, L, pre bins) int64
     hist_post: np.ndarray  # (K, L, post bins) float64: spread from the fine bins, total exact
     mean: np.ndarray  # (K, L) of the pre-activation
-    std: np.ndarray  # (K, L)
+    std: np.ndarray  # (K, L) population std (ddof=0), so merging columns pools it exactly
     percentiles: np.ndarray  # (K, L, 3) 15/50/85th of the layer's pre-activation
     unit_percentiles: np.ndarray  # (K, L, 3) of one fixed unit's pre-activation
     saturation: np.ndarray  # (K, L) fraction saturated (sigmoid, tanh) or dead (ReLU family); NaN if undefined
@@ -98,18 +98,19 @@ class Reducer:
             nonfinite = (~finite).reshape(steps, -1).sum(1).numpy().astype(np.int64)
             fine = self._bincount(torch.where(finite, pre, torch.tensor(self.high)), steps)
             fine[:, -1] -= nonfinite  # take the stand-ins back out of the top bin
-        sums = sums.double().numpy()
-        squares = torch.linalg.vector_norm(flat, dim=1).double().numpy() ** 2
-        mean = sums / total
+        mean = sums.double().numpy() / total
+        # Population std (so merged columns pool exactly), about the row's mean: sum x^2 - n mean^2
+        # in float32 cancels to 0 for a collapsed layer (std 1e-3 around 3).
+        centred = torch.sub(flat, torch.from_numpy(mean).float()[:, None], out=self._float_work[:flat.numel()].view_as(flat))
         with np.errstate(invalid="ignore"):  # NaN in, NaN out: the non-finite count says why
-            variance = np.maximum(squares - sums * mean, 0.0) / max(total - 1, 1)
+            std = torch.linalg.vector_norm(centred, dim=1).double().numpy() / np.sqrt(total)
         unit_values = pre[:, :, unit].double()  # (K, batch)
         unit_pct = torch.quantile(unit_values, torch.tensor(PERCENTILES, dtype=torch.float64) / 100, dim=1)
         return {
             "hist_pre": fine.reshape(steps, -1, GROUP).sum(2),
             "hist_post": fine @ self.post_map,
             "mean": mean,
-            "std": np.sqrt(variance),
+            "std": std,
             "percentiles": percentiles_from_histogram(fine, self.fine_edges, lambda rows: _finite_range(flat[rows])),
             "unit_percentiles": unit_pct.T.numpy(),
             "saturation": self._saturation(fine, total, nonfinite),

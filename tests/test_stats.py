@@ -1,0 +1,276 @@
+"""Tests for bnviz.stats: every statistic of ``Reducer.reduce`` against direct numpy.
+
+The reference bins are right-closed, (e_i, e_i+1], built with ``np.searchsorted`` and
+clipped into the edge bins, which is what the module promises; the rings are as large as
+the trainer's (128 steps), since the per-step offsets are where precision could be lost.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bnviz.model import ACTIVATION_MODULES
+from bnviz.stats import (FINE_BINS, GROUP, LN19, PERCENTILES, SATURATION_THRESHOLD, Reducer,
+                         percentiles_from_histogram, post_edges, pre_edges, pre_range)
+
+RING = 128  # the trainer's largest ring: row offsets up to 128 * 768
+EDGE_TOLERANCE = 2e-6  # the engine bins float32 values in float32: a value a few ulps from an edge may go either way
+BATCH, FEATURES = 60, 50
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky-relu", "gelu", "linear")
+
+
+def right_closed_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts in (e_i, e_i+1], values beyond the range in the edge bins."""
+    index = np.clip(np.searchsorted(edges, values, side="left") - 1, 0, len(edges) - 2)
+    return np.bincount(index, minlength=len(edges) - 1)
+
+
+def assert_counts_match(actual: np.ndarray, values: np.ndarray, edges: np.ndarray) -> None:
+    """``actual`` is the right-closed histogram of ``values``, except that a value within
+    EDGE_TOLERANCE of an inner edge may sit in either neighbouring bin."""
+    inner = edges[1:-1]
+    position = np.clip(np.searchsorted(inner, values), 1, len(inner) - 1)
+    below, above = inner[position - 1], inner[position]
+    nearest = np.where(np.abs(values - below) <= np.abs(values - above), position - 1, position)  # index in inner
+    ambiguous = np.abs(values - inner[nearest]) <= EDGE_TOLERANCE
+    assert ambiguous.mean() < 1e-3  # the slack is rare, so the comparison is not vacuous
+    sure = right_closed_counts(values[~ambiguous], edges)
+    bins = len(edges) - 1
+    slack = np.bincount(nearest[ambiguous], minlength=bins) + np.bincount(nearest[ambiguous] + 1, minlength=bins)
+    assert actual.sum() == len(values)
+    assert (sure <= actual).all() and (actual <= sure + slack).all(), np.flatnonzero(actual != sure)
+
+
+def assert_saturation_matches(actual: float, values: np.ndarray, activation: str) -> None:
+    """A direct count, with values within EDGE_TOLERANCE of the threshold counted either way."""
+    if activation in SATURATION_THRESHOLD:
+        threshold = SATURATION_THRESHOLD[activation]
+        surely, maybe = np.abs(values) > threshold + EDGE_TOLERANCE, np.abs(values) > threshold - EDGE_TOLERANCE
+    else:
+        surely, maybe = values <= -EDGE_TOLERANCE, values <= EDGE_TOLERANCE
+    assert surely.mean() - 1e-12 <= actual <= maybe.mean() + 1e-12, (actual, surely.mean(), maybe.mean())
+
+
+def activations(steps: int = RING, scale: float = 3.0, seed: int = 0) -> torch.Tensor:
+    """(steps, batch, features) float32 pre-activations, each step with its own mean and scale,
+    wide enough that some values fall beyond the range."""
+    generator = torch.Generator().manual_seed(seed)
+    shift = torch.linspace(-2, 2, steps).view(-1, 1, 1)
+    spread = scale * torch.linspace(0.5, 1.5, steps).view(-1, 1, 1)
+    return torch.randn(steps, BATCH, FEATURES, generator=generator) * spread + shift
+
+
+def test_thresholds_are_fine_bin_edges_and_display_bins_group_fine_ones():
+    for activation in ACTIVATIONS:
+        reducer = Reducer(activation, 1)
+        assert len(reducer.fine_edges) == FINE_BINS + 1
+        np.testing.assert_allclose(reducer.fine_edges[::GROUP], pre_edges(activation), atol=1e-12)
+        assert pre_edges(activation)[0] == -pre_range(activation)
+        threshold = SATURATION_THRESHOLD.get(activation)
+        if threshold is not None:
+            assert np.min(np.abs(reducer.fine_edges - threshold)) < 1e-12
+    assert math.isclose(1 / (1 + math.exp(-LN19)), 0.95)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_pre_histogram_equals_right_closed_numpy_histogram(activation):
+    pre = activations()
+    stats = Reducer(activation, RING).reduce(pre, unit=7)
+    edges = pre_edges(activation)
+    assert stats["hist_pre"].shape == (RING, len(edges) - 1)
+    assert stats["hist_pre"].dtype == np.int64
+    for step in range(RING):
+        assert_counts_match(stats["hist_pre"][step], pre[step].double().numpy().ravel(), edges)
+    assert (stats["hist_pre"].sum(1) == BATCH * FEATURES).all()
+    assert (stats["nonfinite"] == 0).all()
+
+
+def test_values_beyond_the_range_land_in_the_edge_bins():
+    half = pre_range("sigmoid")
+    pre = torch.tensor([-1e30, -100.0, -half - 1e-3, -half, half, half + 1e-3, 100.0, 1e30]).view(1, 2, 4)
+    stats = Reducer("sigmoid", 4).reduce(pre, unit=0)
+    hist = stats["hist_pre"][0]
+    assert hist[0] == 4 and hist[-1] == 4 and hist.sum() == 8
+
+
+def test_a_ring_filled_only_in_part_is_reduced_row_by_row():
+    pre = activations()
+    reducer = Reducer("tanh", RING)
+    part = reducer.reduce(pre[:5], unit=3)
+    whole = reducer.reduce(pre, unit=3)
+    for key, value in part.items():
+        if value.dtype == np.int64:
+            np.testing.assert_array_equal(value, whole[key][:5], err_msg=key)
+        else:  # the matrix products may round differently for a different number of rows
+            np.testing.assert_allclose(value, whole[key][:5], rtol=1e-12, err_msg=key)
+
+
+def test_relu_input_of_exactly_zero_is_dead_and_in_the_bin_below_zero():
+    pre = torch.zeros(2, 4, 5)
+    pre[1, :, :2] = 1.0
+    stats = Reducer("relu", 2).reduce(pre, unit=0)
+    edges = pre_edges("relu")
+    below_zero = int(np.searchsorted(edges, 0.0, side="left")) - 1  # the bin (e, 0]
+    assert edges[below_zero] < 0 <= edges[below_zero + 1] + 1e-12
+    assert stats["hist_pre"][0, below_zero] == 20
+    np.testing.assert_array_equal(stats["saturation"], [1.0, 0.6])
+
+
+def test_mean_and_std_match_numpy():
+    pre = activations()
+    stats = Reducer("sigmoid", RING).reduce(pre, unit=0)
+    values = pre.double().numpy().reshape(RING, -1)
+    np.testing.assert_allclose(stats["mean"], values.mean(1), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(stats["std"], values.std(1), rtol=1e-5)
+
+
+def test_std_of_a_narrow_distribution_far_from_zero():
+    # A saturated sigmoid layer can collapse: every input near one value. Its std must not read 0.
+    generator = torch.Generator().manual_seed(2)
+    pre = torch.randn(4, BATCH, FEATURES, generator=generator) * torch.tensor([1.0, 0.1, 0.01, 0.001]).view(-1, 1, 1) + 3.0
+    stats = Reducer("sigmoid", 4).reduce(pre, unit=0)
+    values = pre.double().numpy().reshape(4, -1)
+    np.testing.assert_allclose(stats["mean"], values.mean(1), rtol=1e-6)
+    np.testing.assert_allclose(stats["std"], values.std(1), rtol=1e-3)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_layer_percentiles_within_one_fine_bin_of_numpy(activation):
+    pre = activations(scale=1.0)  # in range: |x| < 2 + 1.5 * 5.5 < 8.8
+    half = pre_range(activation)
+    assert pre.abs().max() < half
+    stats = Reducer(activation, RING).reduce(pre, unit=0)
+    reference = np.percentile(pre.double().numpy().reshape(RING, -1), PERCENTILES, axis=1).T
+    fine_width = 2 * half / FINE_BINS
+    assert np.abs(stats["percentiles"] - reference).max() <= fine_width
+
+
+def test_percentiles_in_an_edge_bin_reach_toward_the_true_extremes():
+    generator = torch.Generator().manual_seed(1)
+    pre = torch.rand(3, 100, 20, generator=generator) * 80 - 40  # uniform on [-40, 40], mostly beyond the range
+    stats = Reducer("sigmoid", 3).reduce(pre, unit=0)
+    edges = pre_edges("sigmoid")
+    values = pre.double().numpy().reshape(3, -1)
+    low, high = values.min(1), values.max(1)
+    p15, p50, p85 = stats["percentiles"].T
+    assert ((low <= p15) & (p15 <= edges[1])).all()  # in the lowest bin, between the true minimum and its edge
+    assert ((edges[-2] <= p85) & (p85 <= high)).all()
+    assert (p15 < -edges[-1] * 0.9).all() and (p85 > edges[-1] * 0.9).all()  # stretched, not stuck at the edge
+    assert (np.abs(p50 - np.median(values, 1)) < 3).all()
+
+
+def test_unit_percentiles_are_numpy_percentiles_of_that_unit():
+    pre = activations()
+    for unit in (0, 17, FEATURES - 1):
+        stats = Reducer("tanh", RING).reduce(pre, unit=unit)
+        reference = np.percentile(pre[:, :, unit].double().numpy(), PERCENTILES, axis=1).T  # (K, 3)
+        np.testing.assert_allclose(stats["unit_percentiles"], reference, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "leaky-relu", "gelu"])
+def test_saturation_matches_a_direct_count(activation):
+    pre = activations()
+    stats = Reducer(activation, RING).reduce(pre, unit=0)
+    for step in range(RING):
+        assert_saturation_matches(stats["saturation"][step], pre[step].double().numpy().ravel(), activation)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_saturation_threshold_is_exact_up_to_float32(activation):
+    threshold = SATURATION_THRESHOLD[activation]
+    just = [threshold * (1 + 1e-5), -threshold * (1 + 1e-5)]  # saturated
+    not_quite = [threshold * (1 - 1e-5), -threshold * (1 - 1e-5), 0.0, 1.0]
+    pre = torch.tensor(just + not_quite, dtype=torch.float32).view(1, 2, 3)
+    stats = Reducer(activation, RING).reduce(pre, unit=0)
+    assert stats["saturation"][0] == pytest.approx(2 / 6)
+
+
+def test_linear_has_no_saturation():
+    stats = Reducer("linear", RING).reduce(activations(steps=4), unit=0)
+    assert np.isnan(stats["saturation"]).all()
+
+
+def test_nonfinite_values_are_counted_not_dropped():
+    pre = activations(steps=6)
+    pre[1, 0, 0] = math.nan
+    pre[1, 5, 7] = math.inf
+    pre[2, 3, :] = -math.inf
+    pre[4] = math.nan  # a whole step
+    expected = [0, 2, FEATURES, 0, BATCH * FEATURES, 0]
+    stats = Reducer("sigmoid", RING).reduce(pre, unit=0)
+    np.testing.assert_array_equal(stats["nonfinite"], expected)
+    total = BATCH * FEATURES
+    np.testing.assert_array_equal(stats["hist_pre"].sum(1) + stats["nonfinite"], total)
+    np.testing.assert_allclose(stats["hist_post"].sum(1) + stats["nonfinite"], total)
+    edges = pre_edges("sigmoid")
+    values = pre.double().numpy().reshape(6, -1)
+    for step in range(6):
+        finite = values[step][np.isfinite(values[step])]
+        if len(finite):
+            assert_counts_match(stats["hist_pre"][step], finite, edges)
+            assert_saturation_matches(stats["saturation"][step], finite, "sigmoid")
+            reference = np.percentile(finite, PERCENTILES)
+            assert np.abs(stats["percentiles"][step] - reference).max() <= 2 * pre_range("sigmoid") / FINE_BINS * 2
+    assert not np.isfinite(stats["mean"][[1, 2, 4]]).any() and np.isfinite(stats["mean"][[0, 3, 5]]).all()
+    assert np.isnan(stats["percentiles"][4]).all()
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_post_histogram_follows_the_activation(activation):
+    pre = activations()
+    stats = Reducer(activation, RING).reduce(pre, unit=0)
+    edges = post_edges(activation)
+    assert stats["hist_post"].shape == (RING, len(edges) - 1)
+    with torch.no_grad():
+        post = ACTIVATION_MODULES[activation]()(pre.double()).numpy().reshape(RING, -1)
+    total = BATCH * FEATURES
+    np.testing.assert_allclose(stats["hist_post"].sum(1), total, rtol=1e-9)
+    worst = 0.0
+    for step in range(RING):
+        reference = right_closed_counts(post[step], edges)
+        worst = max(worst, np.abs(stats["hist_post"][step] - reference).max())
+    assert worst <= 0.01 * total, worst
+    assert (stats["hist_post"] >= 0).all()
+
+
+def test_percentiles_from_histogram_on_hand_made_counts():
+    edges = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+
+    def no_range_needed(rows):
+        raise AssertionError(f"value_range asked for rows {rows} though no percentile is in an edge bin")
+
+    counts = np.array([[0, 4, 4, 0]])
+    result = percentiles_from_histogram(counts, edges, no_range_needed, quantiles=(25, 50, 75))
+    np.testing.assert_allclose(result, [[1.5, 2.0, 2.5]])  # linear within a bin
+
+    asked = []
+
+    def value_range(rows):
+        asked.append(list(rows))
+        return np.full(len(rows), -9.0), np.full(len(rows), 13.0)
+
+    counts = np.array([[0, 4, 4, 0],  # inner bins only
+                       [2, 0, 0, 2],  # both edge bins: stretched to the true extremes -9 and 13
+                       [0, 0, 0, 0]])  # nothing recorded
+    result = percentiles_from_histogram(counts, edges, value_range, quantiles=(25, 75))
+    assert 1 in asked[0] and 0 not in asked[0]  # asked once, only for rows with a percentile in an edge bin
+    np.testing.assert_allclose(result[0], [1.5, 2.5])
+    np.testing.assert_allclose(result[1], [(-9 + 1) / 2, (3 + 13) / 2])
+    assert np.isnan(result[2]).all()
+
+    # An extreme inside the edge bin does not push the edge outwards.
+    result = percentiles_from_histogram(np.array([[2, 0, 0, 2]]), edges,
+                                        lambda rows: (np.array([0.5]), np.array([3.5])), quantiles=(25, 75))
+    np.testing.assert_allclose(result, [[0.75, 3.25]])
+
+
+def test_percentiles_from_histogram_agree_with_numpy_on_fine_bins():
+    rng = np.random.default_rng(3)
+    values = rng.normal(0, 1, (4, 20_000))
+    edges = np.linspace(-6, 6, 1201)
+    counts = np.stack([right_closed_counts(row, edges) for row in values])
+    result = percentiles_from_histogram(counts, edges, lambda rows: (values[rows].min(1), values[rows].max(1)))
+    reference = np.percentile(values, PERCENTILES, axis=1).T
+    assert np.abs(result - reference).max() <= edges[1] - edges[0]
