@@ -1,0 +1,33 @@
+"""bnviz: watch Batch Normalization change what a network's layers see while it trains.
+
+    streamlit run app.py
+
+The page is a short function; each part lives in ``ui/``: the sidebar and URL
+(``controls``), the buttons (``actions``), the live charts (``live``), the words
+(``explain``) and the server's shared run pool (``session``). The engine is ``bnviz/``.
+"""
+
+import streamlit as st
+
+from ui import actions, controls, explain, live, session
+
+
+def main() -> None:
+    st.set_page_config(page_title="bnviz: Batch Normalization, live", layout="wide")
+    choice = controls.sidebar()
+    st.title("Batch Normalization, live")
+    st.caption(choice.preset.summary)
+    for warning in choice.warnings:
+        st.warning(warning)
+    accuracies = {s.config.norm: float(s.accuracy[-1]) for s in st.session_state.get("last", ()) if len(s.accuracy)}
+    explain.published(choice.preset, choice.config, accuracies)
+    actions.toolbar(choice)
+    live.show(choice)
+    st.markdown(explain.WHY_BN)
+    counts = session.pool().counts()
+    st.sidebar.caption(f"This server: {counts['alive_trainers']} of {session.pool().max_running} trainer slots "
+                       f"busy, {counts['queued_owners']} waiting.")
+
+
+if __name__ == "__main__":
+    main()

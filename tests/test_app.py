@@ -1,0 +1,267 @@
+"""The page through Streamlit's AppTest: widgets by key, URL parameters, the run pool.
+
+AppTest never ticks ``run_every``: each ``at.run()`` is one full rerun (fragments included).
+Runs here are long (``steps`` large) so that they are still alive when a test looks; the
+``app`` fixture stops every trainer the test started and waits for its thread.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from bnviz.presets import DEFAULT_PRESET, PRESETS
+from ui import controls, session
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+LONG = "200000"  # steps: still training while the test looks
+BAD = {"lr": "abc", "depth": "999", "norm": "<script>alert(1)</script>", "unknown": "1"}
+
+
+@pytest.fixture
+def app():
+    """``app(**query)`` -> an AppTest with those URL parameters, run once; cleans up after the test."""
+    made: list[AppTest] = []
+
+    def make(**query) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=60)
+        for key, value in query.items():
+            at.query_params[key] = value
+        made.append(at)
+        return at.run()
+
+    yield make
+    pool = session.pool()
+    trainers = [t for at in made if (entry := pool.get(owner(at))) is not None for t in entry.trainers]
+    st.cache_resource.clear()  # fires on_release: every trainer is told to stop
+    for trainer in trainers:
+        assert trainer.join(30), "a trainer thread did not stop"
+
+
+def owner(at: AppTest) -> str:
+    return at.session_state["owner"]
+
+
+def wait_for(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def texts(at: AppTest) -> list[str]:
+    return [e.value for kind in ("markdown", "info", "warning", "error", "caption") for e in at.get(kind)]
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def test_the_page_renders_on_defaults(app):
+    at = app()
+    assert not at.exception
+    assert not at.warning
+    assert at.query_params["preset"] == DEFAULT_PRESET
+    for key in ("start", "pause", "resume", "step", "reset"):
+        assert at.button(key=key)
+    assert at.session_state["choice"].config == PRESETS[DEFAULT_PRESET].config
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_renders_from_the_url(app, name):
+    at = app(preset=name)
+    assert not at.exception and not at.warning
+    assert at.session_state["choice"].config == PRESETS[name].config
+    assert at.selectbox(key="preset").value == name
+    assert at.select_slider(key="steps").value == PRESETS[name].config.steps
+
+
+def test_the_preset_box_loads_each_preset(app):
+    at = app()
+    for name in PRESETS:
+        at.selectbox(key="preset").set_value(name).run()
+        assert not at.exception
+        assert at.session_state["choice"].config == PRESETS[name].config
+        assert at.radio(key="norm").value == PRESETS[name].config.norm
+        assert at.query_params["preset"] == name
+
+
+def test_controls_change_the_config_and_the_url(app):
+    at = app()
+    at.radio(key="norm").set_value("batchnorm").run()
+    at.select_slider(key="lr").set_value(0.1).run()
+    at.slider(key="depth").set_value(5).run()
+    at.number_input(key="seed").set_value(7).run()
+    config = at.session_state["choice"].config
+    assert (config.norm, config.lr, config.depth, config.seed) == ("batchnorm", 0.1, 5, 7)
+    assert {key: at.query_params[key] for key in ("norm", "lr", "depth", "seed")} == {
+        "norm": "batchnorm", "lr": "0.1", "depth": "5", "seed": "7"}
+
+
+def test_a_shared_link_restores_every_setting(app):
+    at = app(preset="noisy-bn", norm="batchnorm", lr="0.055", seed="3", activation="sigmoid", compare="1")
+    assert not at.warning
+    choice = at.session_state["choice"]
+    assert choice.config == PRESETS["noisy-bn"].config.replace(norm="batchnorm", lr=0.055, seed=3, activation="sigmoid")
+    assert choice.compare
+    assert at.select_slider(key="lr").value == 0.055  # off the slider's grid, still exact
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_url_round_trip_relative_to_the_preset(name):
+    preset = PRESETS[name]
+    for changes in ({}, {"activation": "sigmoid", "norm": "batchnorm"}, {"lr": 0.003, "seed": 9, "steps": 123}):
+        choice = controls.Choice(preset, preset.config.replace(**changes), compare=True, hidden=("lr", "seed"))
+        assert controls.read_query(controls.write_query(choice)) == choice
+
+
+def test_bad_url_parameters_become_warnings_with_a_fallback(app):
+    at = app(**BAD)
+    assert not at.exception
+    warnings = [w.value for w in at.warning]
+    assert len(warnings) == 4
+    for name in ("lr", "depth", "norm", "unknown"):
+        assert any(name in w for w in warnings), name
+    assert at.session_state["choice"].config == PRESETS[DEFAULT_PRESET].config
+    assert all("<script>" not in text for text in texts(at))  # shown as literal text, never markup
+    assert not set(BAD) & set(at.query_params)  # the URL now holds the fallbacks
+
+
+def test_an_unknown_preset_falls_back(app):
+    at = app(preset="nope")
+    assert not at.exception and len(at.warning) == 1 and "preset" in at.warning[0].value
+    assert at.query_params["preset"] == DEFAULT_PRESET
+
+
+def test_hide_hides_the_chosen_controls(app):
+    at = app(hide="lr,norm", lr="0.2")
+    keys = {w.key for kind in ("radio", "select_slider", "selectbox", "slider") for w in at.get(kind)}
+    assert "lr" not in keys and "norm" not in keys
+    assert {"activation", "depth", "preset"} <= keys
+    assert at.session_state["choice"].config.lr == 0.2  # still set by the URL
+    assert at.query_params["hide"] == "lr,norm"
+
+
+def test_start_creates_one_entry_and_reruns_do_not_start_another(app):
+    at = app(steps=LONG)
+    pool = session.pool()
+    assert pool.get(owner(at)) is None
+    at.button(key="start").click().run()
+    entry = pool.get(owner(at))
+    assert entry is not None and len(entry.trainers) == 1
+    for _ in range(3):
+        at.run()
+    assert pool.get(owner(at)) is entry
+    assert pool.counts()["trainers"] == 1
+
+
+def test_compare_runs_configs_that_differ_only_in_norm(app):
+    at = app(steps=LONG, compare="1", preset="noisy-bn")
+    at.button(key="start").click().run()
+    entry = session.pool().get(owner(at))
+    norms = [config.norm for config in entry.configs]
+    assert norms == list(PRESETS["noisy-bn"].compare)
+    first = entry.configs[0]
+    assert all(config.replace(norm=first.norm) == first for config in entry.configs)
+    assert len(entry.trainers) == len(norms)
+
+
+def test_the_live_view_draws_heatmaps_first(app):
+    at = app(steps=LONG)
+    at.button(key="start").click().run()
+    trainer = session.pool().get(owner(at)).trainers[0]
+    wait_for(lambda: len(trainer.snapshot().column("steps")) > 0)
+    at.run()
+    drawn = charts(at)
+    assert drawn[0]["data"][0]["type"] == "heatmap"
+    assert drawn[0]["data"][0]["z"]["dtype"] == "u1"
+    assert len(drawn) == 2 * 5  # while training every chart has two slots (ui/charts.py)
+    assert any(text.startswith("**step ") and " of 200000" in text for text in texts(at))
+
+
+def test_a_live_chart_changes_one_slot_per_refresh(app):
+    at = app(steps=LONG)
+    at.button(key="start").click().run()
+    trainer = session.pool().get(owner(at)).trainers[0]
+    wait_for(lambda: len(trainer.snapshot().column("steps")) > 0)
+    at.run()
+    before = [chart.proto.spec for chart in at.get("plotly_chart")[:2]]
+    assert len(before) == 2
+    version = trainer.snapshot().version
+    wait_for(lambda: trainer.snapshot().version > version)
+    at.run()
+    after = [chart.proto.spec for chart in at.get("plotly_chart")[:2]]
+    assert sum(a != b for a, b in zip(before, after)) == 1  # the new figure replaced the older slot
+    assert set(after) & set(before)  # the other slot kept its figure: no redraw in the browser
+
+
+def test_a_new_learning_rate_applies_live_and_other_changes_wait(app):
+    at = app(steps=LONG)
+    at.button(key="start").click().run()
+    entry = session.pool().get(owner(at))
+    at.select_slider(key="lr").set_value(0.2).run()
+    wait_for(lambda: entry.trainers[0].snapshot().lr_events)
+    assert entry.trainers[0].snapshot().lr_events[-1][1] == 0.2
+    at.slider(key="depth").set_value(5).run()
+    assert any("settings changed" in info.value and "depth 3 → 5" in info.value for info in at.info)
+    assert session.pool().get(owner(at)) is entry and entry.configs[0].depth == 3
+    at.button(key="restart").click().run()
+    restarted = session.pool().get(owner(at))
+    assert restarted is not entry and restarted.configs[0].depth == 5
+
+
+def test_pause_step_resume_and_scrub(app):
+    at = app(steps=LONG)
+    at.button(key="start").click().run()
+    trainer = session.pool().get(owner(at)).trainers[0]
+    wait_for(lambda: trainer.snapshot().step > 20)
+    at.button(key="pause").click().run()
+    assert trainer.snapshot().status == "paused"
+    before = trainer.snapshot().step
+    at.button(key="step").click().run()
+    assert trainer.snapshot().step == before + 1
+    assert any(f"step {before + 1} of" in text for text in texts(at))
+    at.slider(key="scrub").set_value(10).run()
+    heatmap = charts(at)[0]["data"][0]
+    columns = int(heatmap["z"]["shape"].split(",")[1])
+    assert heatmap["x0"] + (columns - 0.5) * heatmap["dx"] == 10  # cut at the scrub step
+    at.button(key="resume").click().run()
+    assert trainer.snapshot().status == "running"
+    at.button(key="reset").click().run()
+    assert session.pool().get(owner(at)) is None
+
+
+def test_a_diverged_run_says_so_and_keeps_its_pictures(app):
+    at = app(activation="relu", init="gaussian", init_sigma="1.0", lr="10.0", depth="5")
+    at.button(key="start").click().run()
+    trainer = session.pool().get(owner(at)).trainers[0]
+    wait_for(lambda: trainer.snapshot().done)
+    at.run()
+    assert not at.exception
+    assert any("diverged at step" in error.value for error in at.error)
+    assert charts(at)[0]["data"][0]["type"] == "heatmap"
+
+
+def test_a_full_server_queues_and_says_how_many_are_ahead(app, monkeypatch):
+    st.cache_resource.clear()
+    monkeypatch.setenv(session.ENV_MAX_RUNNING, "1")
+    first, second, third = app(steps=LONG), app(steps=LONG), app(steps=LONG)
+    for at in (first, second, third):
+        at.button(key="start").click().run()
+    assert session.pool().max_running == 1
+    assert any("you are next" in info.value for info in second.info)
+    assert any("1 ahead of you" in info.value for info in third.info)
+    first.button(key="reset").click().run()
+    second.run()
+    assert session.pool().get(owner(second)).running
+
+
+def test_bad_limits_in_the_environment_keep_the_defaults():
+    max_running, idle, problems = session.limits({session.ENV_MAX_RUNNING: "zero", session.ENV_IDLE_TIMEOUT: "1"})
+    assert (max_running, idle) == (4, 60.0)
+    assert len(problems) == 2

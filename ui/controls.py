@@ -1,0 +1,187 @@
+"""The sidebar: preset and settings widgets -> a RunConfig, kept in the page's URL.
+
+The URL is the shareable state. ``read_query`` turns it into a ``Choice`` (a preset, the
+settings that differ from it, compare on/off, hidden controls) and names every parameter
+it had to ignore; ``write_query`` is its inverse. Both go through ``RunConfig.from_query`` /
+``to_query``, relative to the preset, so ``?preset=noisy-bn`` is a whole link. Widgets are
+seeded from the config once and never given a default value, so the session state alone
+decides what they show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from bnviz.config import (ACTIVATIONS, DATASETS, INITS, LIMITS, NORM_POSITIONS, NORMS, OPTIMIZERS, SCHEDULES,
+                          RunConfig, field_names)
+from bnviz.figures import NORM_LABELS
+from bnviz.presets import DEFAULT_PRESET, PRESETS, Preset
+
+LOG_GRID = tuple(float(f"{m}e{e}") for e in range(-4, 1) for m in range(1, 10)) + (10.0,)  # 1e-4 .. 10: 1, 2, .. 9 per decade
+WIDTHS = (8, 16, 32, 50, 64, 100, 128, 200, 256, 512, 1024)
+BATCH_SIZES = (1, 8, 16, 32, 60, 64, 128, 256, 512, 1024, 2048)
+STEPS = (100, 200, 500, 1000, 2000, 3000, 5000, 10_000, 20_000, 50_000, 100_000, 200_000)
+SETTINGS = ("norm", "norm_position", "activation", "init", "init_sigma", "lr", "depth", "width", "optimizer",
+            "schedule", "batch_size", "dataset", "seed", "steps")  # RunConfig fields with a widget
+HIDEABLE = ("preset", *SETTINGS, "compare")
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Everything the sidebar decides."""
+
+    preset: Preset
+    config: RunConfig
+    compare: bool = False
+    hidden: tuple[str, ...] = ()  # widget keys not drawn, in the URL's order
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    def configs(self, max_runs: int) -> list[RunConfig]:
+        """The runs to start: one, or the preset's comparison (same seed: same data order and weights)."""
+        if not self.compare:
+            return [self.config]
+        return [self.config.paired_with(norm=norm) for norm in self.preset.compare][:max_runs]
+
+
+def read_query(params: dict[str, str]) -> Choice:
+    """A Choice from URL parameters; every parameter that cannot be used becomes a warning."""
+    warnings = []
+    name = params.get("preset", DEFAULT_PRESET)
+    if name not in PRESETS:
+        warnings.append(f"preset {plain(name)} is unknown; using {DEFAULT_PRESET} (presets: {', '.join(PRESETS)})")
+        name = DEFAULT_PRESET
+    preset = PRESETS[name]
+    changes = {}
+    for key, text in params.items():
+        if key in ("preset", "compare", "hide"):
+            continue
+        if key not in field_names():
+            warnings.append(f"URL parameter {plain(key)} is not a setting; ignored")
+            continue
+        try:
+            changes[key] = getattr(RunConfig.from_query({key: text}), key)
+        except ValueError as error:
+            fallback = getattr(preset.config, key)
+            warnings.append(f"URL parameter {key}: {plain(str(error))}; using {plain(str(fallback))}")
+    compare = params.get("compare", "0").lower()
+    if compare not in TRUE + FALSE:
+        warnings.append(f"URL parameter compare={plain(compare)} is not 1 or 0; comparison off")
+    hidden = [key.strip() for key in params.get("hide", "").split(",") if key.strip()]
+    for key in hidden:
+        if key not in HIDEABLE:
+            warnings.append(f"hide: {plain(key)} is not a control (controls: {', '.join(HIDEABLE)})")
+    hidden = tuple(dict.fromkeys(key for key in hidden if key in HIDEABLE))
+    return Choice(preset, preset.config.replace(**changes), compare in TRUE, hidden, tuple(warnings))
+
+
+def write_query(choice: Choice) -> dict[str, str]:
+    """URL parameters for a Choice: the preset and only the settings that differ from it."""
+    mine, theirs = choice.config.to_query(), choice.preset.config.to_query()
+    query = {"preset": choice.preset.name}
+    for key in field_names():
+        if key in mine or key in theirs:
+            value = mine.get(key, str(getattr(choice.config, key)))  # str(): the default, formatted as to_query does
+            if value != theirs.get(key, str(getattr(RunConfig(), key))):
+                query[key] = value
+    if choice.compare:
+        query["compare"] = "1"
+    if choice.hidden:
+        query["hide"] = ",".join(choice.hidden)
+    return query
+
+
+def plain(text: str, limit: int = 200) -> str:
+    """Untrusted text made literal inside Streamlit markdown: every ASCII punctuation escaped."""
+    text = "".join(ch for ch in str(text)[:limit] if ch.isprintable())
+    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~:$&\"'=%@;,/?^" else ch for ch in text)
+
+
+def sidebar() -> Choice:
+    """Draw the controls; returns the current choice and keeps the URL in step with it."""
+    state = st.session_state
+    if "choice" not in state:
+        state.choice = read_query(st.query_params.to_dict())
+    choice: Choice = state.choice
+    with st.sidebar:
+        st.header("Settings")
+        values = _widgets(choice)
+    config = choice.config
+    try:
+        config = config.replace(**values)
+    except ValueError as error:  # widgets stay inside LIMITS; this is a guard, shown not raised
+        st.sidebar.error(str(error))
+    preset = PRESETS[state.get("preset", choice.preset.name)]
+    new = Choice(preset, config, bool(state.get("compare", choice.compare)), choice.hidden,
+                 choice.warnings if config == choice.config else ())
+    state.choice = new
+    query = write_query(new)
+    if st.query_params.to_dict() != query:
+        st.query_params.from_dict(query)
+    return new
+
+
+def _apply_preset() -> None:
+    """on_change of the preset box: its settings replace the widgets' (which re-seed from it)."""
+    state = st.session_state
+    old: Choice = state.choice
+    state.choice = Choice(PRESETS[state.preset], PRESETS[state.preset].config, old.compare, old.hidden)
+    for key in SETTINGS:
+        state.pop(key, None)
+
+
+def _widgets(choice: Choice) -> dict:
+    """One widget per visible setting; returns {field: value} for those drawn."""
+    config, hidden, state = choice.config, choice.hidden, st.session_state
+    seeds = {key: getattr(config, key) for key in SETTINGS} | {"preset": choice.preset.name, "compare": choice.compare}
+    for key, value in seeds.items():
+        if key not in state:
+            state[key] = value
+    show = {key: key not in hidden for key in HIDEABLE}
+    cnn = config.arch == "cnn"
+    if show["preset"]:
+        st.selectbox("Preset", tuple(PRESETS), key="preset", on_change=_apply_preset,
+                     help="\n".join(f"- **{p.name}**: {p.summary}" for p in PRESETS.values()))
+    if show["norm"]:
+        st.radio("Normalization", NORMS, key="norm", format_func=NORM_LABELS.get, horizontal=True)
+    if show["norm_position"]:
+        st.radio("BN placement", NORM_POSITIONS, key="norm_position", horizontal=True,
+                 disabled=state.norm == "none" and not state.compare,
+                 format_func=lambda p: f"{p} the activation")
+    if show["activation"]:
+        st.selectbox("Activation", ACTIVATIONS, key="activation")
+    if show["init"]:
+        st.selectbox("Weight init", INITS, key="init")
+    if show["init_sigma"]:
+        _log_slider("Gaussian init σ", "init_sigma", LOG_GRID, disabled=state.init != "gaussian")
+    if show["lr"]:
+        _log_slider("Learning rate", "lr", LOG_GRID, help="Changes apply live to a running run.")
+    if show["depth"]:
+        st.slider("Hidden layers", *LIMITS["depth"], key="depth", disabled=cnn,
+                  help="The CNN preset has fastai's fixed 4 conv layers." if cnn else None)
+    if show["width"]:
+        _log_slider("Units per layer", "width", WIDTHS, disabled=cnn)
+    if show["optimizer"]:
+        st.selectbox("Optimizer", OPTIMIZERS, key="optimizer")
+    if show["schedule"]:
+        st.selectbox("Schedule", SCHEDULES, key="schedule")
+    if show["batch_size"]:
+        _log_slider("Batch size", "batch_size", BATCH_SIZES)
+    if show["dataset"]:
+        st.selectbox("Dataset", DATASETS, key="dataset")
+    if show["seed"]:
+        st.number_input("Seed", *LIMITS["seed"], key="seed", step=1)
+    if show["steps"]:
+        _log_slider("Steps", "steps", STEPS)
+    if show["compare"]:
+        labels = " vs ".join(NORM_LABELS[n] for n in PRESETS[state.preset].compare)
+        st.toggle("Compare side by side", key="compare", help=f"Runs {labels} with the same seed.")
+    return {key: state[key] for key in SETTINGS if show[key]}
+
+
+def _log_slider(label: str, key: str, grid: tuple, **options) -> None:
+    """A select_slider over a fixed grid plus the current value (a URL may hold any valid value)."""
+    value = st.session_state[key]
+    st.select_slider(label, sorted(set(grid) | {value}), key=key, format_func=lambda v: f"{v:g}", **options)

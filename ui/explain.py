@@ -1,0 +1,61 @@
+"""Short explanations next to the pictures: what a column is, what saturation means, why BN matters.
+
+A sentence or two each, in the words a teacher would use in front of a class; they adapt
+to the activation, because "saturated" means something different for a sigmoid and a ReLU.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from bnviz.config import RunConfig
+from bnviz.presets import Preset
+from bnviz.stats import DEAD_ACTIVATIONS, SATURATION_THRESHOLD
+
+INTRO = ("Pick a setup in the sidebar, press **Start**, and watch every hidden layer's activations "
+         "while the network trains. Turn on **Compare** to run the same network with and without "
+         "Batch Normalization side by side.")
+
+
+def heatmap(activation: str, kind: str) -> str:
+    where = "entering" if kind == "pre" else "leaving"
+    text = (f"Each column is one moment of training: a histogram of every value {where} the layer's "
+            f"{activation}, bright where many values are (colour = log(1 + count)). Time runs left to right.")
+    if activation in SATURATION_THRESHOLD:
+        text += " Outside the dashed lines the unit is saturated: its output barely moves, so it passes almost no gradient."
+    elif activation in DEAD_ACTIVATIONS and kind == "pre":
+        text += " Below the dashed line at 0 a ReLU outputs 0 and passes no gradient."
+    return text
+
+
+def saturation(activation: str) -> str:
+    if activation in SATURATION_THRESHOLD:
+        return (f"Share of units whose {activation} output is within 5% of its limits "
+                f"(for a sigmoid: below 0.05 or above 0.95). Saturated units learn slowly.")
+    if activation in DEAD_ACTIVATIONS:
+        return "Share of units whose input is at or below 0: they output a constant and pass no gradient."
+    return "A linear unit never saturates."
+
+
+PERCENTILES = ("One fixed unit per layer, as in the BN paper's Figure 1(b, c): the line is the median of its "
+               "input over a batch, the band the 15th to 85th percentile. Without BN it drifts as the "
+               "layers below change; with BN it stays put.")
+LOSS = "Training loss per step and accuracy on held-out images the network never trains on."
+GRADIENTS = "Size of each layer's weight gradient (log scale): tiny means that layer has stopped learning."
+WHY_BN = ("**Why BN changes the picture.** Batch Normalization rescales each unit's input to mean 0 and "
+          "variance 1 over the batch (then learns a scale and shift). Inputs stay in the range where the "
+          "activation is steep, so fewer units saturate and all layers keep learning, even at large "
+          "learning rates.")
+
+
+def published(preset: Preset, config: RunConfig, accuracies: dict[str, float]) -> None:
+    """The preset's published result next to ours, with the settings the paper does not state."""
+    with st.expander(f"Published result: {preset.source}"):
+        st.markdown(preset.published)
+        for norm, value in preset.published_accuracy:
+            ours = accuracies.get(norm)
+            st.markdown(f"- {norm}: published **{value:.2%}**" + (f", this run **{ours:.2%}**" if ours is not None else ""))
+        if preset.assumed:
+            st.caption("Not stated in the source, chosen by bnviz: " + "; ".join(preset.assumed))
+        if config != preset.config and config.replace(norm=preset.config.norm) != preset.config:
+            st.caption("Your settings differ from the preset's, so the numbers need not match.")

@@ -1,0 +1,173 @@
+"""The live view: a fragment that polls this session's runs and draws them.
+
+How often it polls depends on what the runs are doing, chosen on each full rerun:
+twice a second while training, every 2 s while paused (a heartbeat, so the pool keeps the
+run), never once every run is done (the pictures stay; nothing changes). When the runs
+change state under it (a run finishes) the fragment asks for a full rerun to switch.
+Figures are rebuilt only when a snapshot's version, the scrub step or the heatmap kind
+changed; otherwise the same figures are sent again and Streamlit sends only a reference
+(and the browser keeps the chart: Streamlit 1.67 remounts a chart only when its figure changes).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from bnviz import figures, runfile
+from bnviz.snapshot import Snapshot
+from ui import actions, charts, explain, session
+from ui.controls import Choice
+
+REFRESH_SECONDS = {"queued": 1.0, "running": 0.5, "paused": 2.0}  # idle and done: no polling
+SLOW_FIGURES = ("saturation", "unit_percentiles", "grad_norms")
+SLOW_SECONDS = 1.0  # while training these redraw at most once a second: Streamlit remounts a chart whose
+#                     figure changed, and redrawing every chart twice a second saturated a laptop's browser
+PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+TRAINING_CONFIG = {"staticPlot": True}  # a chart redrawn twice a second cannot be zoomed or hovered anyway;
+#                                         static ones draw ~30% faster. Paused or finished: interactive again.
+KINDS = {"pre": "input to the activation", "post": "output of the activation"}
+
+
+def show(choice: Choice) -> None:
+    """Draw the live view, polling at the rate the runs' state calls for."""
+    current = actions.mode(session.pool().get(session.owner()))
+    st.fragment(_live, run_every=REFRESH_SECONDS.get(current))(current, choice)
+
+
+def _live(expected: str, choice: Choice) -> None:
+    pool, owner, state = session.pool(), session.owner(), st.session_state
+    entry = pool.get(owner)  # the heartbeat
+    current = actions.mode(entry)
+    if current != expected:
+        st.rerun()  # a full rerun picks the new polling rate and button states
+    if current == "queued":
+        ahead = pool.position(owner)
+        st.info(f"{ahead} ahead of you — starts automatically when a slot frees." if ahead else
+                "All trainer slots are busy; you are next — starts automatically when a slot frees.")
+        return
+    if entry is not None:
+        state.last = tuple(trainer.snapshot() for trainer in entry.trainers)
+    snapshots: tuple[Snapshot, ...] = state.get("last", ())
+    if not snapshots:
+        st.info("Press **Start** to train. " + explain.INTRO)
+        return
+    _progress(snapshots)
+    if entry is None and not all(s.done for s in snapshots):
+        st.warning("This run was stopped because the page stopped checking on it for a while (a tab in the "
+                   "background?). Its pictures are kept; press Start to train again.")
+    if not any(len(s.column("steps")) for s in snapshots):
+        st.info("Loading the data and building the network…")
+        return
+    upto = _scrub(snapshots) if current in ("paused", "done", "idle") else None
+    kind = st.segmented_control("Heatmaps show", tuple(KINDS), key="heatmap_kind", default="pre",
+                                format_func=KINDS.get) or "pre"
+    drawn = _figures(snapshots, upto, kind, choice, training=current == "running")
+    activation = snapshots[0].config.activation
+    training = current == "running"
+    config = TRAINING_CONFIG if training else PLOTLY_CONFIG
+    charts.chart("heatmaps", drawn["heatmaps"], config, live=training)
+    st.caption(explain.heatmap(activation, kind))
+    pairs = ((("saturation", explain.saturation(activation)), ("loss_accuracy", explain.LOSS)),
+             (("unit_percentiles", explain.PERCENTILES), ("grad_norms", explain.GRADIENTS)))
+    for pair in pairs:
+        places = st.columns(2) if len(snapshots) == 1 else (st.container(), st.container())
+        for place, (name, caption) in zip(places, pair):
+            with place:
+                charts.chart(name.replace("_", "-"), drawn[name], config, live=training)
+                st.caption(caption)
+    if current in ("paused", "done", "idle"):
+        _downloads(snapshots, drawn)
+
+
+def _progress(snapshots) -> None:
+    """One line per run: 'step N of M · X steps/s · state', and the run's own words if it failed."""
+    for snapshot in snapshots:
+        title = figures.NORM_LABELS[snapshot.config.norm] if len(snapshots) > 1 else ""
+        rate = f"{snapshot.steps_per_second:.0f} steps/s · " if snapshot.status == "running" else ""
+        line = f"step {snapshot.step} of {snapshot.config.steps} · {rate}{snapshot.status}"
+        st.markdown(f"**{title}** · {line}" if title else f"**{line}**")
+        if snapshot.status in ("diverged", "error"):
+            st.error(f"{title + ': ' if title else ''}{snapshot.message}. The pictures show everything up to then.")
+
+
+def _scrub(snapshots) -> int | None:
+    """A slider over the recorded steps; None means 'the latest'. It follows the newest step
+    until someone moves it, and again once it is moved back to the end."""
+    state, top = st.session_state, max(s.step for s in snapshots)
+    if top < 2:
+        return None
+    if state.get("scrub_follow", True) or state.get("scrub_top") != top or "scrub" not in state:
+        state.scrub = top
+    state.scrub_top = top
+    upto = st.slider("Scrub through the run (step)", 1, top, key="scrub", on_change=_scrubbed)
+    return None if upto >= top else upto
+
+
+def _scrubbed() -> None:
+    state = st.session_state
+    state.scrub_follow = state.scrub >= state.get("scrub_top", 0)
+
+
+def _figures(snapshots, upto, kind, choice: Choice, training: bool) -> dict[str, go.Figure]:
+    """The five figures, rebuilt only when what they show changed (the slow ones at most once a second)."""
+    state, now = st.session_state, time.monotonic()
+    scene, versions = (state.get("run_id", 0), upto, kind), tuple(s.version for s in snapshots)
+    cached = state.get("drawn")  # (scene, versions, figures, when the slow ones were built)
+    if cached is not None and cached[:2] == (scene, versions):
+        return cached[2]
+    layers = max(len(s.layer_names) for s in snapshots)
+    views = [figures.run_view(s, upto, figures.column_budget(layers, len(snapshots)), kinds=(kind,)) for s in snapshots]
+    revision = str(scene[0])
+    drawn = {
+        "heatmaps": figures.heatmaps(views, kind, uirevision=f"{revision}-heat-{kind}"),
+        "loss_accuracy": figures.loss_accuracy(views, _published(snapshots, choice), uirevision=revision),
+    }
+    if training and cached is not None and cached[0] == scene and now - cached[3] < SLOW_SECONDS:
+        drawn.update({name: cached[2][name] for name in SLOW_FIGURES})  # same spec: no redraw, no bytes
+        built = cached[3]
+    else:
+        drawn.update(saturation=figures.saturation(views, uirevision=revision),
+                     unit_percentiles=figures.unit_percentiles(views, uirevision=revision),
+                     grad_norms=figures.grad_norms(views, uirevision=revision))
+        built = now
+    state.drawn = (scene, versions, drawn, built)
+    return drawn
+
+
+def _published(snapshots, choice: Choice) -> dict[str, float]:
+    """The preset's published accuracies, when these runs are that preset's setup (up to norm)."""
+    preset = choice.preset
+    if any(s.config.replace(norm=preset.config.norm) != preset.config for s in snapshots):
+        return {}
+    norms = {s.config.norm for s in snapshots}
+    return {figures.NORM_LABELS[norm]: value for norm, value in preset.published_accuracy if norm in norms}
+
+
+def _downloads(snapshots, drawn) -> None:
+    """Run files (JSON, CSV) per run and all figures as one self-contained HTML page."""
+    columns = st.columns(2 * len(snapshots) + 1)
+    for i, snapshot in enumerate(snapshots):
+        name = f"bnviz-{snapshot.config.norm}-seed{snapshot.config.seed}"
+        columns[2 * i].download_button(
+            f"Run JSON ({figures.NORM_LABELS[snapshot.config.norm]})", lambda s=snapshot: _run_json(s),
+            file_name=f"{name}.json", mime="application/json", on_click="ignore", key=f"json-{i}")
+        columns[2 * i + 1].download_button(
+            f"CSV ({figures.NORM_LABELS[snapshot.config.norm]})", lambda s=snapshot: runfile.to_csv(s),
+            file_name=f"{name}.csv", mime="text/csv", on_click="ignore", key=f"csv-{i}")
+    columns[-1].download_button("Figures (HTML)", lambda d=drawn: _html(d), file_name="bnviz-figures.html",
+                                mime="text/html", on_click="ignore", key="html")
+
+
+def _run_json(snapshot: Snapshot) -> str:
+    return json.dumps(runfile.to_run_dict(snapshot), allow_nan=False, separators=(",", ":"))
+
+
+def _html(drawn: dict[str, go.Figure]) -> str:
+    """Every figure in one page that works offline (plotly.js inlined once, ~4 MB)."""
+    parts = [figure.to_html(full_html=False, include_plotlyjs=i == 0) for i, figure in enumerate(drawn.values())]
+    return "<!DOCTYPE html><html><head><meta charset='utf-8'><title>bnviz</title></head><body>" + \
+        "".join(parts) + "</body></html>"

@@ -1,0 +1,92 @@
+"""The server's one RunPool, shared by every browser session, and this session's owner id.
+
+Every tab gets a random owner id kept in ``st.session_state``; its runs live in the pool
+under that id, not in the session, so a dropped websocket does not kill them. The live
+view's polling (``pool.get``) is the heartbeat; a reaper thread sweeps every few seconds
+so a closed tab's trainers stop within the idle timeout even when no other page polls.
+
+Deployers set the limits with environment variables (on Streamlit Community Cloud,
+root-level secrets become environment variables):
+    BNVIZ_MAX_RUNNING   trainers at once for the whole server (default 4)
+    BNVIZ_IDLE_TIMEOUT  seconds without a poll before a tab's runs are stopped (default 60)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+
+import streamlit as st
+import torch
+
+from bnviz.pool import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING, RunPool
+
+REAP_SECONDS = 5.0  # sweep for closed tabs this often: well inside the idle timeout
+ENV_MAX_RUNNING = "BNVIZ_MAX_RUNNING"
+ENV_IDLE_TIMEOUT = "BNVIZ_IDLE_TIMEOUT"
+
+# Warm up at import: torch loads some modules lazily on the first optimizer, which stalled
+# the first trainers of a fresh server for seconds (streamlit-notes.md). No model is built.
+torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
+@dataclass
+class Shared:
+    """What every session shares: the pool and the thread that reaps abandoned runs."""
+
+    pool: RunPool
+    problems: tuple[str, ...]  # settings from the environment that were ignored, in words
+    stopping: threading.Event
+
+
+def limits(environ=os.environ) -> tuple[int, float, tuple[str, ...]]:
+    """(max_running, idle_timeout, problems) from the environment; a bad value keeps the default."""
+    problems = []
+
+    def read(name, kind, default, low):
+        text = environ.get(name)
+        if text is None:
+            return default
+        try:
+            value = kind(text)
+            if not value >= low:
+                raise ValueError
+            return value
+        except ValueError:
+            problems.append(f"{name}={text[:20]!r} is not a {kind.__name__} >= {low}; using {default}")
+            return default
+
+    return (read(ENV_MAX_RUNNING, int, DEFAULT_MAX_RUNNING, 1),
+            read(ENV_IDLE_TIMEOUT, float, DEFAULT_IDLE_TIMEOUT, 5.0), tuple(problems))
+
+
+def _release(shared: Shared) -> None:
+    """Called by st.cache_resource.clear() (tests, a redeploy): flags only, never blocks."""
+    shared.stopping.set()
+    shared.pool.shutdown(timeout=0)
+
+
+@st.cache_resource(on_release=_release, show_spinner=False)
+def shared() -> Shared:
+    max_running, idle_timeout, problems = limits()
+    runs = Shared(RunPool(max_running, idle_timeout), problems, threading.Event())
+    threading.Thread(target=_reap, args=(runs,), name="bnviz-reaper", daemon=True).start()
+    return runs
+
+
+def _reap(runs: Shared) -> None:
+    while not runs.stopping.wait(REAP_SECONDS):
+        runs.pool.reap()
+
+
+def pool() -> RunPool:
+    return shared().pool
+
+
+def owner() -> str:
+    """This browser session's id in the pool."""
+    if "owner" not in st.session_state:
+        st.session_state.owner = uuid.uuid4().hex
+    return st.session_state.owner
