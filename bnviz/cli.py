@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bnviz import reproduce_cli
 from bnviz.config import RunConfig
 from bnviz.presets import DEFAULT_PRESET, PRESETS, get_preset
 from bnviz.runfile import write_run
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_presets(subparsers)
     _add_run(subparsers)
     _add_sweep(subparsers)
+    reproduce_cli.add_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,95 @@
+"""``python -m bnviz reproduce NAME [--steps N] --out DIR``: a published experiment, end to end.
+
+Trains the reproduction's paired runs concurrently (bnviz.reproduce), writes their run
+files, ``report.html`` and ``summary.txt`` into DIR, and prints the summary: one line per
+claim, each ending in "reproduced" or "not reproduced". Progress goes to stderr.
+Exit codes: 0 when every run finished, whatever the claims say; 2 usage error; 3 a run
+diverged or failed (the report is still written: a diverging run is a result too); 130
+stopped with Ctrl-C (the report of what was recorded is written if every run had started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_STOPPED = 0, 2, 3, 130  # as bnviz.cli
+LINE_WIDTH = 100  # progress lines are padded to this, so a shorter one covers a longer one
+LABELS = {"none": "no BN", "batchnorm": "BN", "noisy-batchnorm": "noisy BN", "noise": "noise"}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Declare ``reproduce`` on a ``add_subparsers()`` object; the handler is ``main``."""
+    from bnviz.reproduce import PARALLEL, REPRODUCTIONS  # light: no torch, no plotly
+
+    parser = subparsers.add_parser("reproduce", help="reproduce a published experiment: paired runs, claims, report",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=list(REPRODUCTIONS), metavar="NAME", help=f"one of {', '.join(REPRODUCTIONS)}")
+    parser.add_argument("--steps", type=int, help="training steps per run (default: the preset's, the published length)")
+    parser.add_argument("--out", required=True, help="folder for report.html, summary.txt and the run files (created if missing)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change one setting of every run (repeatable), e.g. --set dataset=synthetic")
+    parser.add_argument("--data-dir", help="folder of MNIST-style IDX files instead of the bundled subset")
+    parser.add_argument("--parallel", choices=PARALLEL, default="process",
+                        help="train the runs in separate processes (default: uses every core) or threads")
+    parser.set_defaults(handler=main)
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    from bnviz.reproduce import run_reproduction
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            print(f"bnviz: error: --set expects KEY=VALUE (got {item!r})", file=sys.stderr)
+            return EXIT_USAGE
+        overrides[key.strip()] = value.strip()
+    progress = _ProgressLine()
+    try:
+        result = run_reproduction(args.name, steps=args.steps, out_dir=args.out, progress=progress,
+                                  overrides=_typed(overrides), parallel=args.parallel, data_dir=args.data_dir)
+    except (ValueError, OSError) as error:  # a bad setting, data folder or output path: words, not a traceback
+        progress.end()
+        print(f"bnviz: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        progress.end()
+        print("bnviz: interrupted before every run had started; nothing to compare", file=sys.stderr)
+        return EXIT_STOPPED
+    progress.end()
+    print(result.summary.read_text(encoding="utf-8"), end="")
+    print(f"report: {result.report}  (training took {result.train_seconds:.1f} s)", file=sys.stderr)
+    if result.interrupted:
+        return EXIT_STOPPED
+    return EXIT_OK if result.completed else EXIT_FAILED
+
+
+def _typed(overrides: dict[str, str]) -> dict:
+    """--set values are text; RunConfig.from_dict knows each field's type."""
+    from bnviz.config import RunConfig
+
+    if not overrides:
+        return {}
+    parsed = RunConfig.from_dict(overrides)
+    return {key: getattr(parsed, key) for key in overrides}
+
+
+class _ProgressLine:
+    """One line on stderr, redrawn in place: every run's step and status."""
+
+    def __init__(self):
+        self.states: dict[str, str] = {}
+        self.drawn = False
+
+    def __call__(self, norm: str, step: int, steps: int, status: str) -> None:
+        self.states[norm] = f"{LABELS.get(norm, norm)} {step:,}/{steps:,} {status}"
+        sys.stderr.write("\r" + " | ".join(self.states.values()).ljust(LINE_WIDTH))
+        sys.stderr.flush()
+        self.drawn = True
+
+    def end(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")
+            self.drawn = False
