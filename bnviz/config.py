@@ -91,7 +91,11 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
-        return cls.from_dict(json.loads(text))
+        try:
+            values = json.loads(text)
+        except RecursionError:  # deeply nested input: not a config, and not a crash either
+            raise ValueError("config JSON is nested too deeply") from None
+        return cls.from_dict(values)
 
     def to_query(self) -> dict[str, str]:
         """Only the fields that differ from the defaults, so shared links stay short."""
