@@ -244,7 +244,7 @@ def loss_accuracy(views: list[RunView], published: dict[str, float] | None = Non
         shapes.append(_hline("x2", "y2", value, "#2e7d32", label=f"published {name}: {value:.4g}"))
     layout = grid.layout(views, titles=["training loss", "test accuracy"], share_y="")
     layout["yaxis"]["rangemode"] = "tozero"
-    layout["yaxis2"].update(tickformat=".0%", range=[0, 1.02])
+    layout["yaxis2"]["tickformat"] = ".0%"  # autorange: BN and no BN often differ by a point or two near the top
     layout.update(shapes=shapes, height=300, uirevision=uirevision,
                   legend=dict(orientation="h", y=-0.25, x=0), showlegend=len(views) > 1)
     return _figure(data, layout)
@@ -320,6 +320,8 @@ class _Grid:
                 if col == 0 and row < len(row_titles):
                     yaxis["title"] = dict(text=row_titles[row])
                 yaxis.update(y_axis or {})
+                if "range" not in yaxis:
+                    yaxis["autorange"] = True  # plotly.js leaves a matched axis at [-1, 4] unless told
                 layout["xaxis" + x[1:]], layout["yaxis" + y[1:]] = xaxis, yaxis
         if x_end:
             layout["xaxis"]["range"] = [0, x_end]
@@ -361,8 +363,9 @@ def _lr_lines(view: RunView, x: str, y: str, label: bool = False) -> list[dict]:
 
 
 def _layer_label(name: str) -> str:
-    digits = "".join(ch for ch in name if ch.isdigit())
-    return f"layer {digits}" if digits else name
+    """'linear3' or 'conv2d3' -> 'layer 3' (the engine numbers layers from 1 at the end of the name)."""
+    number = name[len(name.rstrip("0123456789")):]
+    return f"layer {number}" if number else name
 
 
 def _fade(color: str, alpha: float = 0.25) -> str:

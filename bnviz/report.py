@@ -93,15 +93,16 @@ def _claims_table(result: Result) -> str:
 def _runs_table(result: Result) -> str:
     e = html.escape
     header = ("run", "status", "steps", "final test accuracy", "final loss", "last-layer saturated/dead fraction",
-              "wall time")
+              "wall time", "CPU time")
     rows = ["<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"]
     for norm, run in result.runs.items():
         loss = run["loss"]
         saturation = run["layers"][-1]["saturation"] if run["layers"] else np.zeros(0)
-        seconds = result.run_seconds.get(norm, math.nan)
+        seconds, cpu = result.run_seconds.get(norm, math.nan), result.run_cpu_seconds.get(norm, math.nan)
         cells = (NORM_LABELS[norm], f"{run['status']}: {run['message']}", f"{run['config']['steps']:,}",
                  _fmt(final_accuracy(run), ".4f"), _fmt(loss[-1] if len(loss) else math.nan, ".4g"),
-                 _fmt(saturation[-1] if len(saturation) else math.nan, ".3f"), _fmt(seconds, ".1f") + " s")
+                 _fmt(saturation[-1] if len(saturation) else math.nan, ".3f"), _fmt(seconds, ".1f") + " s",
+                 _fmt(cpu, ".1f") + " s" if math.isfinite(cpu) else "n/a (threads share one process)")
         rows.append("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in cells) + "</tr>")
     rows.append("</table>")
     return "\n".join(rows)

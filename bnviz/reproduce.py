@@ -5,10 +5,11 @@ same data order and same initial weights, only ``norm`` differs), at most one pe
 time, writes each run file (docs/run-format.md), reads them back, checks the claims and
 writes ``report.html`` and ``summary.txt`` (bnviz.report).
 
-Runs train in separate processes by default: a Trainer's Python overhead holds the GIL, so
-two trainer threads in one process share one core for much of each step
-(benchmarks/bench_reproduce.py measures both). ``parallel="thread"`` skips the ~2 s start-up
-of a process, which is what the short runs of the tests want.
+Runs train in separate processes by default. Threads do not use both cores: a Trainer's
+per-step Python work holds the GIL, and in a process that has loaded numpy its BLAS threads
+compete too; benchmarks/bench_reproduce.py measured two trainer threads 2.7x slower than two
+processes for the full ioffe-fig1. ``parallel="thread"`` skips the ~2 s start-up of a
+process, which is what the short runs of the tests want.
 
 A claim is a pure function of the run files' content, ``claim(runs) -> (holds, line)``, with
 ``runs`` keyed by ``norm``. Its docstring is its definition and goes into the report; its
@@ -342,6 +343,7 @@ class Result:
     run_files: dict[str, Path]  # norm -> run file
     runs: dict[str, dict]  # norm -> run file content (read back)
     run_seconds: dict[str, float]  # norm -> training wall time, start-up included
+    run_cpu_seconds: dict[str, float]  # norm -> CPU time of the run's worker process, or thread
     claims: list[ClaimResult]
     train_seconds: float  # all runs, wall time
     report: Path
@@ -378,14 +380,14 @@ def run_reproduction(name: str, steps: int | None = None, out_dir=".", progress:
     paths = {norm: out / f"{name}-{norm}.json" for norm in configs}
     workers = workers or default_workers(len(configs))
     started = time.perf_counter()
-    seconds = _train_all(configs, paths, parallel, workers, data_dir, progress or (lambda *args: None))
+    seconds, cpu_seconds = _train_all(configs, paths, parallel, workers, data_dir, progress or (lambda *args: None))
     train_seconds = time.perf_counter() - started
     runs = {norm: read_run(path) for norm, path in paths.items()}
     claims = check_claims(name, runs)
     summary = out / "summary.txt"
     summary.write_text("".join(claim.line + "\n" for claim in claims), encoding="utf-8")
     differences = tuple(text.format(**facts) for text in get_reproduction(name).differences)
-    result = Result(name, out, paths, runs, seconds, claims, train_seconds, out / "report.html", summary,
+    result = Result(name, out, paths, runs, seconds, cpu_seconds, claims, train_seconds, out / "report.html", summary,
                     parallel, workers, differences)
     if report:
         from bnviz.report import write_report  # imports plotly: the workers never need it
@@ -403,8 +405,8 @@ class _Job:
 
 
 def _train_all(configs: dict[str, RunConfig], paths: dict[str, Path], parallel: str, workers: int,
-               data_dir: str | None, progress: Progress) -> dict[str, float]:
-    """Train every config, ``workers`` at a time; returns each run's wall time."""
+               data_dir: str | None, progress: Progress) -> tuple[dict[str, float], dict[str, float]]:
+    """Train every config, ``workers`` at a time; returns each run's wall and CPU seconds."""
     jobs = [_Job(norm, config.to_dict(), str(paths[norm]), data_dir) for norm, config in configs.items()]
     # Ctrl-C reaches only this process's main thread (workers ignore SIGINT, so an idle one cannot
     # die and break the pool); it sets `stop`, and each worker stops its run and saves what it recorded.
@@ -429,10 +431,10 @@ def _train_all(configs: dict[str, RunConfig], paths: dict[str, Path], parallel: 
                 future.cancel()
             futures.wait(pending)
         _relay([], messages, progress)
-        seconds = {job.norm: future.result() for job, future in zip(jobs, pending) if not future.cancelled()}
-    if interrupted and len(seconds) < len(jobs):
+        timings = {job.norm: future.result() for job, future in zip(jobs, pending) if not future.cancelled()}
+    if interrupted and len(timings) < len(jobs):
         raise KeyboardInterrupt  # a run never started: there is no pair to compare
-    return seconds
+    return ({norm: wall for norm, (wall, _) in timings.items()}, {norm: cpu for norm, (_, cpu) in timings.items()})
 
 
 def _relay(pending: list, messages, progress: Progress) -> None:
@@ -468,11 +470,17 @@ _worker = threading.local()  # a worker's progress queue and stop flag, set by t
 def _init_worker(messages, stop, own_process: bool = True) -> None:
     if own_process:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and sets `stop`
-    _worker.messages, _worker.stop = messages, stop
+    _worker.messages, _worker.stop, _worker.own_process = messages, stop, own_process
 
 
-def _train_job(job: _Job) -> float:
-    """Train one run, write its run file; runs in a worker process or thread. Returns wall seconds."""
+def _train_job(job: _Job) -> tuple[float, float]:
+    """Train one run, write its run file; runs in a worker process or thread.
+
+    Returns (wall seconds, CPU seconds): the CPU time of the whole worker process (the
+    trainer's and its reducer's threads, importing torch); NaN in a thread, whose process
+    is shared with the other runs.
+    """
+    started, cpu_started = time.perf_counter(), time.process_time()
     import torch
 
     from bnviz.trainer import Trainer  # imports torch: only the workers need it
@@ -480,7 +488,6 @@ def _train_job(job: _Job) -> float:
     torch.set_num_threads(1)
     messages, stop = _worker.messages, _worker.stop
     config = RunConfig.from_dict(job.config)
-    started = time.perf_counter()
     trainer = Trainer(config, job.data_dir).start()
     while not trainer.snapshot().done:
         if stop.is_set():
@@ -493,4 +500,5 @@ def _train_job(job: _Job) -> float:
     snapshot = trainer.snapshot()
     write_run(snapshot, job.path)
     messages.put((job.norm, snapshot.step, config.steps, snapshot.status))
-    return time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started if _worker.own_process else math.nan
+    return time.perf_counter() - started, cpu_seconds

@@ -172,6 +172,17 @@ def test_line_figures_draw_every_layer_and_run():
     assert any(s.get("label", {}).get("text", "").startswith("published BatchNorm") for s in drawn["layout"]["shapes"])
 
 
+def test_side_by_side_panels_autorange_each_row():
+    views = [figures.run_view(fake_snapshot(norm=n)) for n in ("none", "batchnorm")]
+    layout = spec(figures.unit_percentiles(views))["layout"]
+    assert layout["yaxis2"]["matches"] == "y" and layout["yaxis4"]["matches"] == "y3"  # one row, one y axis
+    assert all(layout[f"yaxis{n}"]["autorange"] is True for n in ("", 2, 3, 4))
+
+
+def test_layers_are_named_by_their_number():
+    assert figures._layer_label("conv2d3") == "layer 3" and figures._layer_label("linear12") == "layer 12"
+
+
 def test_column_budget_bounds_a_figures_cells():
     assert figures.column_budget(3) == figures.MAX_COLUMNS
     assert figures.column_budget(8, 2) * 16 <= figures.CELL_BUDGET

@@ -21,13 +21,14 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import streamlit as st
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as hs
 from streamlit.testing.v1 import AppTest
 
-from bnviz import runfile
+from bnviz import data, runfile
 from bnviz.config import (ACTIVATIONS, ARCHS, DATASETS, INITS, LIMITS, NORM_POSITIONS, NORMS, OPTIMIZERS, SCHEDULES,
                           RunConfig, field_names, field_type)
 from bnviz.presets import DEFAULT_PRESET, PRESETS
@@ -49,6 +50,7 @@ NASTY = ("nan", "NaN", "inf", "-inf", "-1", "1e308", "-1e308", str(10**30), "1e-
 ACTIVE = set("<>[]`!&$|~*")
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 URL_TEXT = hs.text(hs.characters(codec="utf-8"), max_size=60)  # what a browser can put in a query string
+URL_NUMBERS = hs.floats().map(repr) | hs.integers().map(str) | hs.integers(-10**40, 10**40).map(str)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -188,7 +190,7 @@ def test_config_json_raises_only_value_error(text):
 
 @settings(max_examples=200, deadline=None)
 @given(hs.dictionaries(hs.sampled_from((*field_names(), "preset", "compare", "hide")) | URL_TEXT,
-                       URL_TEXT | hs.sampled_from(NASTY), max_size=8))
+                       URL_TEXT | URL_NUMBERS | hs.sampled_from(NASTY), max_size=8))
 def test_read_query_never_raises_and_escapes_what_it_quotes(params):
     choice = controls.read_query(params)
     assert_valid(choice.config)
@@ -226,6 +228,14 @@ def test_an_oversize_run_file_is_refused_before_parsing():
         runfile.loads_run(data)
 
 
+def test_the_data_loader_refuses_a_pickle_bearing_npz(tmp_path, monkeypatch):
+    """The bundled data sets are read with allow_pickle=False: a replaced file cannot run code."""
+    np.savez(tmp_path / "mnist.npz", train_x=np.array([object()], dtype=object))
+    monkeypatch.setattr(data, "ASSETS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        data._load_cached.__wrapped__("mnist", None)  # past the cache: this file, not the bundled one
+
+
 def test_the_page_reads_no_file_from_the_user():
     """If an upload is ever added, it must be fuzzed here (size cap, JSON/npz allow_pickle=False, validation)."""
     at = render({})
@@ -253,7 +263,7 @@ def test_valid_values_reach_the_widgets_and_the_url_exactly(preset, values):
 
 
 @SETTINGS
-@given(hs.sampled_from(field_names()), URL_TEXT | hs.sampled_from(NASTY))
+@given(hs.sampled_from(field_names()), URL_TEXT | URL_NUMBERS | hs.sampled_from(NASTY))
 @example("lr", "nan")
 @example("depth", "1e308")
 @example("norm", "<script>alert(1)</script>")

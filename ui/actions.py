@@ -3,7 +3,7 @@
 A button acts once, on the rerun its click causes, so reruns never start a second run;
 ``pool.submit`` replaces this session's runs anyway. A new learning rate reaches running
 trainers at once (``set_lr``, marked on the timeline); any other change leaves the run as
-it is and offers a restart, because a trainer's network cannot change shape mid-run.
+it is and offers a restart (a network cannot change its shape, data or optimizer mid-run).
 """
 
 from __future__ import annotations
@@ -43,15 +43,16 @@ def toolbar(choice: Choice) -> None:
     buttons = st.columns([1.2, 1, 1, 1, 1, 4])
     labels = (("start", "Start", "primary", False), ("pause", "Pause", "secondary", current != "running"),
               ("resume", "Resume", "secondary", current != "paused"),
-              ("step", "Step", "secondary", current == "queued"),
+              ("step", "Step", "secondary", current in ("queued", "done")),
               ("reset", "Reset", "secondary", current == "idle" and "last" not in state))
-    helps = {"start": "Start training (restarts if a run exists).", "step": "Pause and train one step.",
+    helps = {"start": "Start training (restarts if a run exists).",
+             "step": "Train one step, then pause (from nothing: a new run, paused after its first step).",
              "reset": "Stop the run and clear the pictures."}
     clicked = {key: column.button(label, key=key, type=kind, disabled=off, help=helps.get(key), width="stretch")
                for column, (key, label, kind, off) in zip(buttons, labels)}
     for notice in state.pop("notices", ()):
         st.info(notice)
-    if clicked["start"] or (clicked["step"] and current in ("idle", "done")):
+    if clicked["start"] or (clicked["step"] and current == "idle"):
         start(choice, paused=clicked["step"])
     elif entry is not None and entry.running:
         trainers = entry.trainers
@@ -69,8 +70,6 @@ def toolbar(choice: Choice) -> None:
                 trainer.pause()
                 trainer.step(1)
             _settle(trainers, lambda i, s: s.done or (s.status == "paused" and s.version > versions[i]))
-    elif entry is not None and clicked["pause"]:
-        entry.paused = True  # queued: start paused when admitted
     if clicked["reset"]:
         reset()
     if any(clicked.values()):
@@ -89,7 +88,7 @@ def start(choice: Choice, paused: bool = False) -> Entry:
     state.run_id = state.get("run_id", 0) + 1
     for key in ("last", "scrub", "scrub_top", "scrub_follow", "drawn"):
         state.pop(key, None)
-    if choice.compare and len(configs) < len(choice.preset.compare):
+    if choice.compare and len(configs) < len(choice.compared_norms()):
         state.notices = [f"This server trains at most {pool.max_running} runs at once, so only the first "
                          f"{len(configs)} of the comparison run."]
     if entry.running and paused:
@@ -138,8 +137,8 @@ def _live_changes(choice: Choice, entry: Entry) -> None:
         changed.append("comparison " + ("on" if choice.compare else "off"))
     if changed:
         with st.container(border=True):
-            st.info("The settings changed (" + "; ".join(changed) + "). The current run keeps its own settings: "
-                    "a network cannot change shape while it trains.")
+            st.info("The settings changed (" + "; ".join(changed) + "). This run keeps the settings it "
+                    "started with; only the learning rate changes live.")
             if st.button("Restart with the new settings", key="restart", type="primary"):
                 start(choice)
                 st.rerun()

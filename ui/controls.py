@@ -40,10 +40,19 @@ class Choice:
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def configs(self, max_runs: int) -> list[RunConfig]:
-        """The runs to start: one, or the preset's comparison (same seed: same data order and weights)."""
+        """The runs to start: one, or the preset's comparison plus the chosen norm if it is not in it
+        (same seed: same data order and weights)."""
         if not self.compare:
             return [self.config]
-        return [self.config.paired_with(norm=norm) for norm in self.preset.compare][:max_runs]
+        return [self.config.paired_with(norm=norm) for norm in self.compared_norms()][:max_runs]
+
+    def compared_norms(self) -> tuple[str, ...]:
+        return compared_norms(self.preset, self.config.norm)
+
+
+def compared_norms(preset: Preset, norm: str) -> tuple[str, ...]:
+    """The preset's comparison, plus the chosen norm when the preset does not compare it."""
+    return preset.compare + (() if norm in preset.compare else (norm,))
 
 
 def read_query(params: dict[str, str]) -> Choice:
@@ -176,7 +185,7 @@ def _widgets(choice: Choice) -> dict:
     if show["steps"]:
         _log_slider("Steps", "steps", STEPS)
     if show["compare"]:
-        labels = " vs ".join(NORM_LABELS[n] for n in PRESETS[state.preset].compare)
+        labels = " vs ".join(NORM_LABELS[n] for n in compared_norms(PRESETS[state.preset], state.norm))
         st.toggle("Compare side by side", key="compare", help=f"Runs {labels} with the same seed.")
     return {key: state[key] for key in SETTINGS if show[key]}
 

@@ -1,7 +1,7 @@
 """The live view: a fragment that polls this session's runs and draws them.
 
 How often it polls depends on what the runs are doing, chosen on each full rerun:
-twice a second while training, every 2 s while paused (a heartbeat, so the pool keeps the
+2.5 times a second while training, every 2 s while paused (a heartbeat, so the pool keeps the
 run), never once every run is done (the pictures stay; nothing changes). When the runs
 change state under it (a run finishes) the fragment asks for a full rerun to switch.
 Figures are rebuilt only when a snapshot's version, the scrub step or the heatmap kind
@@ -22,10 +22,12 @@ from bnviz.snapshot import Snapshot
 from ui import actions, charts, explain, session
 from ui.controls import Choice
 
-REFRESH_SECONDS = {"queued": 1.0, "running": 0.5, "paused": 2.0}  # idle and done: no polling
+# Seconds between polls; idle and done: none. Training polls a little faster than twice a second
+# so that a slow refresh now and then still leaves two a second (benchmarks/bench_app.py).
+REFRESH_SECONDS = {"queued": 1.0, "running": 0.4, "paused": 2.0}
 SLOW_FIGURES = ("saturation", "unit_percentiles", "grad_norms")
-SLOW_SECONDS = 1.0  # while training these redraw at most once a second: Streamlit remounts a chart whose
-#                     figure changed, and redrawing every chart twice a second saturated a laptop's browser
+SLOW_SECONDS = 1.0  # while training these redraw at most once a second: Streamlit redraws a changed chart
+#                     from scratch, and the browser's drawing was the bottleneck (benchmarks/bench_app.py)
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 TRAINING_CONFIG = {"staticPlot": True}  # a chart redrawn twice a second cannot be zoomed or hovered anyway;
 #                                         static ones draw ~30% faster. Paused or finished: interactive again.
@@ -65,9 +67,9 @@ def _live(expected: str, choice: Choice) -> None:
     upto = _scrub(snapshots) if current in ("paused", "done", "idle") else None
     kind = st.segmented_control("Heatmaps show", tuple(KINDS), key="heatmap_kind", default="pre",
                                 format_func=KINDS.get) or "pre"
-    drawn = _figures(snapshots, upto, kind, choice, training=current == "running")
-    activation = snapshots[0].config.activation
     training = current == "running"
+    drawn = _figures(snapshots, upto, kind, choice, training)
+    activation = snapshots[0].config.activation
     config = TRAINING_CONFIG if training else PLOTLY_CONFIG
     charts.chart("heatmaps", drawn["heatmaps"], config, live=training)
     st.caption(explain.heatmap(activation, kind))

@@ -13,6 +13,7 @@ root-level secrets become environment variables):
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -29,6 +30,7 @@ ENV_IDLE_TIMEOUT = "BNVIZ_IDLE_TIMEOUT"
 
 # Warm up at import: torch loads some modules lazily on the first optimizer, which stalled
 # the first trainers of a fresh server for seconds (streamlit-notes.md). No model is built.
+torch.set_num_threads(1)  # every trainer is one thread on one core; the server shares a few cores
 torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
 
@@ -37,8 +39,7 @@ class Shared:
     """What every session shares: the pool and the thread that reaps abandoned runs."""
 
     pool: RunPool
-    problems: tuple[str, ...]  # settings from the environment that were ignored, in words
-    stopping: threading.Event
+    stopping: threading.Event  # set when the cache is cleared: the reaper ends
 
 
 def limits(environ=os.environ) -> tuple[int, float, tuple[str, ...]]:
@@ -71,7 +72,9 @@ def _release(shared: Shared) -> None:
 @st.cache_resource(on_release=_release, show_spinner=False)
 def shared() -> Shared:
     max_running, idle_timeout, problems = limits()
-    runs = Shared(RunPool(max_running, idle_timeout), problems, threading.Event())
+    for problem in problems:  # for the deployer, in the server log
+        logging.getLogger("bnviz").warning(problem)
+    runs = Shared(RunPool(max_running, idle_timeout), threading.Event())
     threading.Thread(target=_reap, args=(runs,), name="bnviz-reaper", daemon=True).start()
     return runs
 
