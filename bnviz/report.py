@@ -210,5 +210,5 @@ def landscape_figure(runs: dict[str, dict]) -> go.Figure:
                                         name=NORM_LABELS[norm], legendgroup=norm, showlegend=col == 1,
                                         line=dict(color=RUN_COLORS[norm], width=1.5)), row=1, col=col)
         figure.update_xaxes(title="step", row=1, col=col)
-    figure.update_yaxes(type="log")
+    figure.update_yaxes(type="log", dtick=1)  # a tick per decade: the metrics span several
     return _layout(figure)

@@ -23,7 +23,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     from bnviz.reproduce import PARALLEL, REPRODUCTIONS  # light: no torch, no plotly
 
     parser = subparsers.add_parser("reproduce", help="reproduce a published experiment: paired runs, claims, report",
-                                   description=__doc__.splitlines()[0])
+                                   description="Reproduce a published experiment end to end: paired runs, "
+                                               "the claims checked on their data, an HTML report.")
     parser.add_argument("name", choices=list(REPRODUCTIONS), metavar="NAME", help=f"one of {', '.join(REPRODUCTIONS)}")
     parser.add_argument("--steps", type=int, help="training steps per run (default: the preset's, the published length)")
     parser.add_argument("--out", required=True, help="folder for report.html, summary.txt and the run files (created if missing)")
