@@ -105,14 +105,25 @@ def choose(page, key: str, label: str) -> None:
 
 def pause(page):
     """Pause this page's run; returns its progress. A paused page redraws rarely, so screenshots are quick."""
-    click(page, "pause")
-    return wait_for(page, lambda: progress(page), lambda p: p is not None and p[2] == "paused", what="the run to pause")
+    return press_until(page, "pause", lambda p: p is not None and p[2] == "paused", "the run to pause")
 
 
 def reset(page) -> None:
     """Stop this page's run so its trainer slot is free for the next test."""
-    click(page, "reset")
-    wait_for(page, lambda: progress(page), lambda p: p is None, what="the run to be reset")
+    press_until(page, "reset", lambda p: p is None, "the run to be reset")
+
+
+def press_until(page, key: str, done, what: str):
+    """Click until the page shows the result. A click that lands while Streamlit swaps the
+    toolbar during a rerun can be lost on a loaded machine; pause and reset are idempotent,
+    so clicking again is safe, and the page must still reach the state."""
+    for attempt in range(3):
+        click(page, key)
+        try:
+            return wait_for(page, lambda: progress(page), done, timeout_ms=SETTLE_MS // 3, what=what)
+        except AssertionError:
+            if attempt == 2:
+                raise
 
 
 def test_page_loads(streamlit_server, page, screenshot):
