@@ -77,7 +77,9 @@ class Reducer:
         self.low, self.high = -half, half
         self.width = 2 * half / FINE_BINS
         self.fine_edges = np.linspace(-half, half, FINE_BINS + 1)
-        self.post_map = _post_map(activation, self.fine_edges)  # (FINE_BINS, post bins)
+        # A torch tensor, not numpy: numpy's product runs on OpenBLAS with a thread per core,
+        # which fought training for the cores (30x slower under load); torch honours set_num_threads(1).
+        self.post_map = torch.from_numpy(_post_map(activation, self.fine_edges))  # (FINE_BINS, post bins)
         self.saturated_bins = _saturated_bins(activation, self.fine_edges)  # (FINE_BINS,) bool or None
         # Reversed bins make them right-closed: index = floor((high - x) / width), then flip.
         self._step_offsets = (torch.arange(ring_steps, dtype=torch.int32) * FINE_BINS).view(-1, 1)  # (K, 1)
@@ -108,7 +110,7 @@ class Reducer:
         unit_pct = torch.quantile(unit_values, torch.tensor(PERCENTILES, dtype=torch.float64) / 100, dim=1)
         return {
             "hist_pre": fine.reshape(steps, -1, GROUP).sum(2),
-            "hist_post": fine @ self.post_map,
+            "hist_post": (torch.from_numpy(fine).double() @ self.post_map).numpy(),
             "mean": mean,
             "std": std,
             "percentiles": percentiles_from_histogram(fine, self.fine_edges, lambda rows: _finite_range(flat[rows])),
