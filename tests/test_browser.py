@@ -20,7 +20,8 @@ POLL_MS = 200
 SIDEBAR_KEYS = ("preset", "norm", "norm_position", "activation", "init", "init_sigma", "lr", "depth", "width",
                 "optimizer", "schedule", "batch_size", "dataset", "seed", "steps", "compare")
 BUTTON_KEYS = ("start", "pause", "resume", "step", "reset")
-RUN = "steps=5000"  # long enough to keep training through a test, short enough to be a small run
+RUN_STEPS = 200_000  # the most allowed: a quiet machine trains ~1,000 steps/s, and a run that ends cannot be paused
+RUN = f"steps={RUN_STEPS}"
 
 # The progress line "step N of M · X steps/s · status" as [N, M, status] (a single run shows one line).
 PROGRESS_JS = """() => {
@@ -144,7 +145,7 @@ def test_start_trains_and_heatmap_changes(streamlit_server, page, screenshot):
     open_app(page, streamlit_server, RUN)
     click(page, "start")
     first = wait_for(page, lambda: progress(page), lambda p: p is not None and p[0] > 0, what="a first step")
-    assert first[1] == 5000
+    assert first[1] == RUN_STEPS
     before = wait_for(page, lambda: heatmap(page), lambda h: h is not None, what="the heatmap to draw")
     page.wait_for_timeout(2500)
     later = wait_for(page, lambda: progress(page), lambda p: p is not None and p[0] > first[0], what="the step to grow")
@@ -176,7 +177,7 @@ def test_switching_to_batchnorm_and_restarting_starts_a_new_run(streamlit_server
     notice = page.get_by_text("norm none → batchnorm", exact=False)
     expect(notice).to_be_visible(timeout=SETTLE_MS)  # the live run keeps its settings until restarted
     expect(page.locator(".st-key-norm_position input").first).to_be_enabled()
-    assert progress(page)[:2] == [old_step, 5000]
+    assert progress(page)[:2] == [old_step, RUN_STEPS]
     screenshot(page, "changed")
 
     click(page, "restart")
