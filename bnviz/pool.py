@@ -2,9 +2,12 @@
 
 A shared deployment has one or two cores for a whole class. The pool admits at most
 ``max_running`` trainers; an owner (a browser session) whose runs do not fit waits in line
-and is told its place. Owners prove they are still there by ``touch``; one silent for
+and is told its place. Owners prove they are still there by polling (``get``); one silent for
 ``idle_timeout`` seconds (a closed tab) is reaped: its trainers stop and its slots go to
-the next in line. Nothing here blocks: ``stop`` only sets a flag, threads end on their own.
+the next in line. A queued owner silent for ``queue_timeout`` seconds is passed over when a
+slot frees (it keeps its place, and starts on its next ``get`` if a slot is free then), so
+a tab closed while waiting does not take a slot and train for nobody until it is reaped.
+Nothing here blocks: ``stop`` only sets a flag, threads end on their own.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from bnviz.trainer import Trainer
 
 DEFAULT_MAX_RUNNING = 4  # trainers at once: ~2 per core keeps each page fluid
 DEFAULT_IDLE_TIMEOUT = 60.0  # seconds without a poll before a run is taken for abandoned
+DEFAULT_QUEUE_TIMEOUT = 5.0  # a queued page polls every second (ui/live.py): five missed polls, probably closed
 
 
 @dataclass
@@ -39,11 +43,12 @@ class RunPool:
     """Thread-safe registry of runs keyed by owner."""
 
     def __init__(self, max_running: int = DEFAULT_MAX_RUNNING, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                 data_dir: str | None = None, clock=time.monotonic):
+                 data_dir: str | None = None, clock=time.monotonic, queue_timeout: float = DEFAULT_QUEUE_TIMEOUT):
         if max_running < 1:
             raise ValueError(f"max_running must be at least 1 (got {max_running})")
         self.max_running = max_running
         self.idle_timeout = idle_timeout
+        self.queue_timeout = queue_timeout
         self.data_dir = data_dir
         self._clock = clock
         self._lock = threading.Lock()
@@ -131,9 +136,11 @@ class RunPool:
                 _stop(entry)
 
     def _admit(self) -> None:
-        """Start queued entries in order while their runs fit; the first that does not fit waits."""
+        """Start queued entries in order while their runs fit; the first that does not fit waits.
+        Entries not seen for ``queue_timeout`` are skipped: a closed tab's slot would train for nobody."""
+        now = self._clock()
         for entry in self._entries.values():
-            if entry.running:
+            if entry.running or now - entry.last_seen > self.queue_timeout:
                 continue
             if self._busy() + len(entry.configs) > self.max_running:
                 return
