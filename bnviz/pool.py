@@ -79,13 +79,14 @@ class RunPool:
             return entry
 
     def position(self, owner: str) -> int:
-        """How many queued owners are ahead of this one (0 when running or first in line)."""
+        """How many queued owners are ahead of this one (0 when running or first in line); silent
+        ones are not counted: a free slot would pass them over."""
         with self._lock:
-            ahead = 0
+            ahead, now = 0, self._clock()
             for entry in self._entries.values():
                 if entry.owner == owner:
                     return ahead
-                if not entry.running:
+                if not entry.running and not self._silent(entry, now):
                     ahead += 1
             return 0
 
@@ -128,6 +129,10 @@ class RunPool:
         """Trainers holding a slot: a finished run lets go of its slot."""
         return sum(1 for e in self._entries.values() for t in e.trainers if t.alive)
 
+    def _silent(self, entry: Entry, now: float) -> bool:
+        """A queued entry whose page has not polled for ``queue_timeout``: probably a closed tab."""
+        return now - entry.last_seen > self.queue_timeout
+
     def _reap(self) -> None:
         now = self._clock()
         for owner, entry in list(self._entries.items()):
@@ -140,7 +145,7 @@ class RunPool:
         Entries not seen for ``queue_timeout`` are skipped: a closed tab's slot would train for nobody."""
         now = self._clock()
         for entry in self._entries.values():
-            if entry.running or now - entry.last_seen > self.queue_timeout:
+            if entry.running or self._silent(entry, now):
                 continue
             if self._busy() + len(entry.configs) > self.max_running:
                 return

@@ -58,6 +58,7 @@ def test_a_silent_queued_owner_is_passed_over_but_keeps_its_place(pool):
         pool.submit(owner, [CONFIG], paused=True)
     pool.clock.now = QUEUE_TIMEOUT + 1
     assert not running(pool, "here")  # "here" polls; "gone" does not
+    assert pool.position("here") == 0  # "gone" is not counted ahead: a free slot passes it over
     pool.release("a")  # a slot frees: "gone" has been silent for longer than the queue timeout
     assert running(pool, "here")
     assert pool.counts()["running_owners"] == 1
