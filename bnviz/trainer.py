@@ -157,11 +157,7 @@ class Trainer:
             if elapsed > 0 and self._step > first:
                 rate = (self._step - first) / elapsed
                 self._rate = rate if self._rate == 0 else 0.7 * self._rate + 0.3 * rate
-            if self._paused:  # a paused page shows every step taken so far
-                self._absorb(self._probe.drain())
-            else:
-                self._absorb(self._probe.hand_off())
-                self._absorb(self._probe.ready())
+            self._absorb(self._probe.drain())
             self._publish("paused" if self._paused else "running", "")
         self._evaluate_if_due(final=True)
         return "finished", f"finished {config.steps} steps"

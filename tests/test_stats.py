@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bnviz.model import ACTIVATION_MODULES
-from bnviz.stats import (FINE_BINS, GROUP, LN19, PERCENTILES, SATURATION_THRESHOLD, Reducer,
+from bnviz.stats import (FINE_BINS, GROUP, LN19, PERCENTILES, SATURATION_THRESHOLD, Reducer, sorted_percentiles,
                          percentiles_from_histogram, post_edges, pre_edges, pre_range)
 
 RING = 128  # the trainer's largest ring: row offsets up to 128 * 768
@@ -167,6 +167,17 @@ def test_unit_percentiles_are_numpy_percentiles_of_that_unit():
         stats = Reducer("tanh", RING).reduce(pre, unit=unit)
         reference = np.percentile(pre[:, :, unit].double().numpy(), PERCENTILES, axis=1).T  # (K, 3)
         np.testing.assert_allclose(stats["unit_percentiles"], reference, rtol=0, atol=1e-6)
+
+
+def test_sorted_percentiles_match_numpy_and_a_nan_row_is_nan():
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(6, 61)).astype(np.float32)
+    values[1, 5] = np.inf
+    values[2, :3] = -np.inf
+    reference = np.percentile(values.astype(np.float64), PERCENTILES, axis=1).T
+    values[4, 7] = np.nan
+    reference[4] = np.nan
+    np.testing.assert_allclose(sorted_percentiles(values), reference, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "leaky-relu", "gelu"])
