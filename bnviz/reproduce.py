@@ -36,7 +36,7 @@ import numpy as np
 
 from bnviz.config import RunConfig
 from bnviz.presets import Preset, get_preset
-from bnviz.runfile import read_run, write_run
+from bnviz.runfile import from_snapshot, read_run, write_run
 
 Runs = Mapping[str, dict]  # norm -> run file content as bnviz.runfile.read_run returns it
 Claim = Callable[[Runs], "tuple[bool, str]"]
@@ -332,6 +332,17 @@ def check_claims(name: str, runs: Runs) -> list[ClaimResult]:
             holds, line = False, f"{claim.__name__}: could not be computed ({type(error).__name__}: {error}): not reproduced"
         results.append(ClaimResult(claim.__name__, bool(holds), line, definition))
     return results
+
+
+def check_snapshots(name: str, snapshots) -> list[ClaimResult] | None:
+    """The claims on live runs (the app's reproduce view): None unless the snapshots hold one
+    finished, paused or stopped run for each of the reproduction's norms."""
+    if name not in REPRODUCTIONS:
+        return None
+    runs = {snapshot.config.norm: snapshot for snapshot in snapshots if snapshot.status in ("finished", "paused", "stopped")}
+    if set(runs) != set(get_reproduction(name).norms) or len(runs) != len(snapshots):
+        return None
+    return check_claims(name, {norm: from_snapshot(snapshot) for norm, snapshot in runs.items()})
 
 
 # --- running ----------------------------------------------------------------------------------

@@ -88,6 +88,11 @@ def _ints(values) -> list:
     return np.asarray(values).astype(np.int64).tolist()
 
 
+def from_snapshot(snapshot: Snapshot) -> dict:
+    """The run as ``read_run`` returns it (numpy arrays), straight from a live snapshot."""
+    return _validate(to_run_dict(snapshot))
+
+
 def write_run(snapshot: Snapshot, path) -> None:
     """Write the run file; allow_nan=False guarantees standard JSON."""
     text = json.dumps(to_run_dict(snapshot), allow_nan=False, separators=(",", ":"))

@@ -15,6 +15,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from bnviz import reproduce, runfile
 from bnviz.presets import DEFAULT_PRESET, PRESETS
 from ui import controls, session
 
@@ -245,6 +246,22 @@ def test_a_diverged_run_says_so_and_keeps_its_pictures(app):
     assert not at.exception
     assert any("diverged at step" in error.value for error in at.error)
     assert charts(at)[0]["data"][0]["type"] == "heatmap"
+
+
+def test_the_reproduce_view_checks_the_published_claims_on_the_paired_runs(app):
+    at = app(preset="ioffe-fig1", compare="1", steps="300")
+    assert not any("Reproduce view" in text for text in texts(at))  # nothing run yet
+    at.button(key="start").click().run()
+    trainers = session.pool().get(owner(at)).trainers
+    assert sorted(t.config.norm for t in trainers) == ["batchnorm", "none"]
+    assert any("Reproduce view" in text and "Ioffe" in text for text in texts(at))
+    wait_for(lambda: all(t.snapshot().done for t in trainers), timeout=60)
+    at.run()
+    assert not at.exception
+    lines = [e.value for kind in ("success", "warning") for e in at.get(kind)]
+    expected = reproduce.check_claims("ioffe-fig1", {t.config.norm: runfile.from_snapshot(t.snapshot()) for t in trainers})
+    assert sorted(lines) == sorted(claim.line for claim in expected)
+    assert any(line.startswith("BN final test accuracy") for line in lines)
 
 
 def test_a_full_server_queues_and_says_how_many_are_ahead(app, monkeypatch):

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 from bnviz import __version__
-from bnviz.reproduce import (REPRODUCTIONS, check_claims, configs_for, count_collapses, get_reproduction,
-                             run_reproduction)
+from bnviz.reproduce import (REPRODUCTIONS, check_claims, check_snapshots, configs_for, count_collapses,
+                             get_reproduction, run_reproduction)
 from bnviz.reproduce_cli import add_parser
-from bnviz.runfile import read_run
+from bnviz.runfile import read_run, write_run
+from bnviz.trainer import Trainer
 
 SHORT = {  # name -> (steps, overrides): a few seconds each on one core
     "ioffe-fig1": (200, {}),
@@ -203,3 +204,20 @@ def test_cli_usage_errors_are_words(tmp_path, capsys):
     args = parser.parse_args(["reproduce", "ioffe-fig1", "--out", str(tmp_path), "--set", "colour=blue"])
     assert args.handler(args) == 2
     assert "unknown setting 'colour'" in capsys.readouterr().err
+
+
+def test_claims_on_live_snapshots_match_the_claims_on_their_run_files(tmp_path):
+    configs = configs_for("ioffe-fig1", steps=60, overrides={"eval_every": 20})
+    trainers = [Trainer(config).start() for config in configs.values()]
+    for trainer in trainers:
+        assert trainer.join(60)
+    snapshots = [trainer.snapshot() for trainer in trainers]
+    assert check_snapshots("ioffe-fig1", snapshots[:1]) is None  # a pair needs both runs
+    assert check_snapshots("deep-sigmoid", snapshots) is None  # no reproduction of that preset
+    live = check_snapshots("ioffe-fig1", snapshots)
+    runs = {}
+    for snapshot in snapshots:
+        write_run(snapshot, tmp_path / f"{snapshot.config.norm}.json")
+        runs[snapshot.config.norm] = read_run(tmp_path / f"{snapshot.config.norm}.json")
+    assert [claim.line for claim in live] == [claim.line for claim in check_claims("ioffe-fig1", runs)]
+    assert len(live) == len(REPRODUCTIONS["ioffe-fig1"].claims)

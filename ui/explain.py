@@ -10,6 +10,7 @@ import streamlit as st
 
 from bnviz.config import RunConfig
 from bnviz.presets import Preset
+from bnviz.reproduce import REPRODUCTIONS
 from bnviz.stats import DEAD_ACTIVATIONS, SATURATION_THRESHOLD
 
 INTRO = ("Pick a setup in the sidebar, press **Start**, and watch every hidden layer's activations "
@@ -59,3 +60,6 @@ def published(preset: Preset, config: RunConfig, accuracies: dict[str, float]) -
             st.caption("Not stated in the source, chosen by bnviz: " + "; ".join(preset.assumed))
         if config != preset.config and config.replace(norm=preset.config.norm) != preset.config:
             st.caption("Your settings differ from the preset's, so the numbers need not match.")
+        if preset.name in REPRODUCTIONS:
+            st.caption("Turn on **Compare** and press Start for the reproduce view: the paired runs side by side, "
+                       "and each published claim checked on their data when they finish.")

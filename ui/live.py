@@ -17,7 +17,7 @@ import time
 import plotly.graph_objects as go
 import streamlit as st
 
-from bnviz import figures, runfile
+from bnviz import figures, reproduce, runfile
 from bnviz.snapshot import Snapshot
 from ui import actions, charts, explain, session
 from ui.controls import Choice
@@ -58,6 +58,7 @@ def _live(expected: str, choice: Choice) -> None:
         st.info("Press **Start** to train. " + explain.INTRO)
         return
     _progress(snapshots)
+    _reproduction(snapshots, choice, current)
     if entry is None and not all(s.done for s in snapshots):
         st.warning("This run was stopped because the page stopped checking on it for a while (a tab in the "
                    "background?). Its pictures are kept; press Start to train again.")
@@ -94,6 +95,29 @@ def _progress(snapshots) -> None:
         st.markdown(f"**{title}** · {line}" if title else f"**{line}**")
         if snapshot.status in ("diverged", "error"):
             st.error(f"{title + ': ' if title else ''}{snapshot.message}. The pictures show everything up to then.")
+
+
+def _reproduction(snapshots, choice: Choice, current: str) -> None:
+    """A paper preset's reproduce view: the published result, and each of its claims checked
+    on these runs' recorded data (bnviz.reproduce, as the CLI's report does)."""
+    preset = choice.preset
+    if preset.name not in reproduce.REPRODUCTIONS or len(snapshots) < 2:
+        return
+    st.caption(f"**Reproduce view.** {preset.source}: {preset.published}")
+    claims = _claims(preset.name, snapshots) if current in ("paused", "done") else None
+    if claims is None:
+        st.caption("Each published claim is checked on these runs' data once every run has finished or is paused.")
+    for claim in claims or ():
+        (st.success if claim.holds else st.warning)(claim.line)
+
+
+def _claims(name: str, snapshots) -> list | None:
+    """check_snapshots, computed once per set of snapshot versions (it converts whole histories)."""
+    state, key = st.session_state, (name, tuple((s.config, s.version) for s in snapshots))
+    cached = state.get("claims")
+    if cached is None or cached[0] != key:
+        cached = state.claims = (key, reproduce.check_snapshots(name, snapshots))
+    return cached[1]
 
 
 def _scrub(snapshots) -> int | None:
