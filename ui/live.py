@@ -103,7 +103,11 @@ def _reproduction(snapshots, choice: Choice, current: str) -> None:
     preset = choice.preset
     if preset.name not in reproduce.REPRODUCTIONS or len(snapshots) < 2:
         return
-    st.caption(f"**Reproduce view.** {preset.source}: {preset.published}")
+    note = ""
+    if snapshots[0].config.steps != preset.config.steps:
+        note = (f" These runs are {snapshots[0].config.steps:,} steps long; the preset's are "
+                f"{preset.config.steps:,}, so a claim may not show yet.")
+    st.caption(f"**Reproduce view.** {preset.source}: {preset.published}{note}")
     claims = _claims(preset.name, snapshots) if current in ("paused", "done") else None
     if claims is None:
         st.caption("Each published claim is checked on these runs' data once every run has finished or is paused.")
