@@ -4,10 +4,10 @@ A hook does one thing on the training hot path: keep a reference to the nonlinea
 input (no copy, no statistics). After backward, one ``_foreach_copy_`` puts every layer's
 batch into the next row of a preallocated ring: copying inside each hook cost ~25 us a
 layer in view bookkeeping, a tenth of a step of the BN paper's MLP. The trainer turns a
-full ring into statistics in one batch (``bnviz.stats``), on its own thread: a reducer
-thread was measured and was no faster (0.79x the plain loop against 0.88x inline, 12
-rounds), because its many short torch calls fought training for the GIL; inline, a run is
-also one thread, which a shared server counts. Post-activations are not copied: they are
+full ring into statistics in one batch (``bnviz.stats``) on its own thread. A separate
+reducer thread was measured and was no faster (0.79x the plain loop against 0.88x inline
+without BN, 0.80x against 0.82x with BN, 12 rounds): its many short torch calls fought
+training for the GIL. Inline, a run is also one thread, which a shared server counts. Post-activations are not copied: they are
 the nonlinearity applied to what is in the ring.
 
 ``ActivationProbe`` is a context manager (as fastai's ``Hooks``): it always removes its
@@ -17,6 +17,7 @@ hooks on exit, also on an exception, and removing twice is harmless.
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import torch
 
@@ -61,7 +62,7 @@ class ActivationProbe:
 
     def __enter__(self) -> ActivationProbe:
         for index, block in enumerate(self.network.blocks):
-            self._handles.append(block.activation.register_forward_hook(self._copier(index)))
+            self._handles.append(block.activation.register_forward_hook(self._catcher(index)))
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -74,7 +75,7 @@ class ActivationProbe:
         self._handles.clear()
         self._caught[:] = [None] * len(self._caught)
 
-    def _copier(self, index: int):
+    def _catcher(self, index: int):
         caught = self._caught
 
         def catch_input(module, inputs, output):
