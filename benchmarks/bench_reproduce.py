@@ -35,7 +35,8 @@ import torch.nn.functional as F  # noqa: E402
 from bnviz.config import RunConfig  # noqa: E402
 from bnviz.data import BatchStream, load_dataset  # noqa: E402
 from bnviz.model import build_model  # noqa: E402
-from bnviz.reproduce import configs_for, run_reproduction  # noqa: E402
+from bnviz.claims import configs_for  # noqa: E402
+from bnviz.reproduce import run_reproduction  # noqa: E402
 from bnviz.trainer import EVAL_CHUNK  # noqa: E402
 
 GOAL = 1.15  # bnviz's reproduction may take at most this much longer than the plain loop

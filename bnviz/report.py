@@ -19,8 +19,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from bnviz import __version__
-from bnviz.reproduce import (COLOR_DIM_LAYER, LANDSCAPE_METRICS, Result, final_accuracy, get_reproduction,
-                             nonzero_fraction)
+from bnviz.claims import COLOR_DIM_LAYER, LANDSCAPE_METRICS, final_accuracy, get_reproduction, nonzero_fraction
+from bnviz.reproduce import Result
 
 NORM_LABELS = {"none": "no BN", "batchnorm": "BN", "noisy-batchnorm": "noisy BN", "noise": "noise, no BN"}
 RUN_COLORS = {"none": "#555555", "batchnorm": "#1f6fd1", "noisy-batchnorm": "#e07b00", "noise": "#c62828"}

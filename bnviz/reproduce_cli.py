@@ -20,7 +20,8 @@ LABELS = {"none": "no BN", "batchnorm": "BN", "noisy-batchnorm": "noisy BN", "no
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Declare ``reproduce`` on a ``add_subparsers()`` object; the handler is ``main``."""
-    from bnviz.reproduce import PARALLEL, REPRODUCTIONS  # light: no torch, no plotly
+    from bnviz.claims import REPRODUCTIONS  # light: no torch, no plotly
+    from bnviz.reproduce import PARALLEL
 
     parser = subparsers.add_parser("reproduce", help="reproduce a published experiment: paired runs, claims, report",
                                    description="Reproduce a published experiment end to end: paired runs, "

@@ -15,7 +15,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from bnviz import reproduce, runfile
+from bnviz import claims, runfile
 from bnviz.presets import DEFAULT_PRESET, PRESETS
 from ui import controls, session
 
@@ -259,7 +259,7 @@ def test_the_reproduce_view_checks_the_published_claims_on_the_paired_runs(app):
     at.run()
     assert not at.exception
     lines = [e.value for kind in ("success", "warning") for e in at.get(kind)]
-    expected = reproduce.check_claims("ioffe-fig1", {t.config.norm: runfile.from_snapshot(t.snapshot()) for t in trainers})
+    expected = claims.check_claims("ioffe-fig1", {t.config.norm: runfile.from_snapshot(t.snapshot()) for t in trainers})
     assert sorted(lines) == sorted(claim.line for claim in expected)
     assert any(line.startswith("BN final test accuracy") for line in lines)
 

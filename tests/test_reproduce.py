@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from bnviz import __version__
-from bnviz.reproduce import (REPRODUCTIONS, check_claims, check_snapshots, configs_for, count_collapses,
-                             get_reproduction, run_reproduction)
+from bnviz.claims import (REPRODUCTIONS, check_claims, check_snapshots, configs_for, count_collapses,
+                          get_reproduction)
+from bnviz.reproduce import run_reproduction
 from bnviz.reproduce_cli import add_parser
 from bnviz.runfile import read_run, write_run
 from bnviz.trainer import Trainer

@@ -10,7 +10,7 @@ import streamlit as st
 
 from bnviz.config import RunConfig
 from bnviz.presets import Preset
-from bnviz.reproduce import REPRODUCTIONS
+from bnviz.claims import REPRODUCTIONS
 from bnviz.stats import DEAD_ACTIVATIONS, SATURATION_THRESHOLD
 
 INTRO = ("Pick a setup in the sidebar, press **Start**, and watch every hidden layer's activations "

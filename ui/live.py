@@ -17,7 +17,7 @@ import time
 import plotly.graph_objects as go
 import streamlit as st
 
-from bnviz import figures, reproduce, runfile
+from bnviz import claims, figures, runfile
 from bnviz.snapshot import Snapshot
 from ui import actions, charts, explain, session
 from ui.controls import Choice
@@ -101,17 +101,17 @@ def _reproduction(snapshots, choice: Choice, current: str) -> None:
     """A paper preset's reproduce view: the published result, and each of its claims checked
     on these runs' recorded data (bnviz.reproduce, as the CLI's report does)."""
     preset = choice.preset
-    if preset.name not in reproduce.REPRODUCTIONS or len(snapshots) < 2:
+    if preset.name not in claims.REPRODUCTIONS or len(snapshots) < 2:
         return
     note = ""
     if snapshots[0].config.steps != preset.config.steps:
         note = (f" These runs are {snapshots[0].config.steps:,} steps long; the preset's are "
                 f"{preset.config.steps:,}, so a claim may not show yet.")
     st.caption(f"**Reproduce view.** {preset.source}: {preset.published}{note}")
-    claims = _claims(preset.name, snapshots) if current in ("paused", "done") else None
-    if claims is None:
+    results = _claims(preset.name, snapshots) if current in ("paused", "done") else None
+    if results is None:
         st.caption("Each published claim is checked on these runs' data once every run has finished or is paused.")
-    for claim in claims or ():
+    for claim in results or ():
         (st.success if claim.holds else st.warning)(claim.line)
 
 
@@ -120,7 +120,7 @@ def _claims(name: str, snapshots) -> list | None:
     state, key = st.session_state, (name, tuple((s.config, s.version) for s in snapshots))
     cached = state.get("claims")
     if cached is None or cached[0] != key:
-        cached = state.claims = (key, reproduce.check_snapshots(name, snapshots))
+        cached = state.claims = (key, claims.check_snapshots(name, snapshots))
     return cached[1]
 
 
