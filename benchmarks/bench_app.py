@@ -130,13 +130,14 @@ def in_process_refresh(depth: int, steps: int) -> dict:
     from bnviz import figures
     from bnviz.config import RunConfig
     from bnviz.trainer import Trainer
+    from bnviz.views import column_budget, run_view
 
     trainer = Trainer(RunConfig(depth=depth, steps=steps)).start()
     trainer.join()
     snapshot = trainer.snapshot()
 
     def build():
-        views = [figures.run_view(snapshot, None, figures.column_budget(depth), kinds=("pre",))]
+        views = [run_view(snapshot, None, column_budget(depth), kinds=("pre",))]
         return [figures.heatmaps(views), figures.saturation(views), figures.loss_accuracy(views),
                 figures.unit_percentiles(views), figures.grad_norms(views)]
 

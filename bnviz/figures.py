@@ -1,11 +1,8 @@
 """Plotly figures of recorded runs: arrays in, ``go.Figure`` out, no Streamlit.
 
-Two steps, as fastai separates ``hist()`` from ``color_dim()``:
-1. ``run_view`` cuts a Snapshot's columns at a step (the ``scrub`` slider) and sums
-   adjacent columns until at most ``max_columns`` are left, about one per few pixels of a
-   chart (``bnviz.history.merge_runs``: counts add, so no mass is lost).
-2. The figure functions draw a list of views side by side (one view: one run; several:
-   a comparison with shared bin edges, colour scale and step axis).
+As fastai separates ``hist()`` from ``color_dim()``, the arrays come first
+(``bnviz.views.run_view``); the figure functions here draw a list of views side by side (one
+view: one run; several: a comparison with shared bin edges, colour scale and step axis).
 
 The heatmaps follow fastai's "colorful dimension" (Deep Learning for Coders, ch. 13): x is
 the step, y the activation value on a signed axis, colour log(1 + count). Colours are sent
@@ -16,92 +13,19 @@ dicts because ``make_subplots`` costs ~50 ms per call and a live page redraws tw
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
 
-from bnviz.history import merge_runs
-from bnviz.snapshot import Snapshot
 from bnviz.stats import DEAD_ACTIVATIONS, SATURATION_THRESHOLD
+from bnviz.views import RunView
 
-MAX_COLUMNS = 240  # heatmap columns per panel: about one per 3-5 px of a laptop-wide chart
-CELL_BUDGET = 8 * 200  # panels x columns per heatmap figure: bounds the bytes a live page receives per refresh
-LINE_POINTS = 120  # points per line: a line chart is half the page wide, and every trace carries its own x
-MIN_COLUMNS = 60  # even a 20-layer comparison keeps this much time resolution
 LEVELS = 255  # colour levels: one uint8 per cell
 HEATMAP_ROW_PX = 120  # height of one layer's panel: readable on a projector
 LINE_ROW_PX = 110
 COLORSCALE = "Viridis"  # fastai's choice: perceptually even, dark where nothing is
-LINE_KEYS = ("steps", "count", "loss", "mean", "std", "unit_percentiles", "saturation", "grad_norm")  # mean, std: merge_runs needs them
-NORM_LABELS = {"none": "no BN", "batchnorm": "BatchNorm", "noisy-batchnorm": "noisy BN", "noise": "noise only"}
-RUN_COLORS = {"none": "#555555", "batchnorm": "#1f6fd1", "noisy-batchnorm": "#e07b00", "noise": "#c62828"}
 HEATMAP_LINE = "rgba(255,255,255,0.85)"  # thresholds over the dark end of Viridis
 FONT = dict(size=14)  # projector-readable
-
-
-@dataclass(frozen=True)
-class RunView:
-    """What the figures draw of one run: columns cut at ``upto`` and decimated to chart width."""
-
-    title: str
-    color: str
-    activation: str
-    layer_names: tuple[str, ...]
-    pre_edges: np.ndarray  # (bins + 1,)
-    post_edges: np.ndarray
-    columns: dict  # steps, count and hist_<kind>: (cols, ...) arrays at heatmap width, see bnviz.stats.StepStats
-    lines: dict  # LINE_KEYS: (points, ...) arrays at line-chart width
-    accuracy_steps: np.ndarray
-    accuracy: np.ndarray
-    lr_events: tuple[tuple[int, float], ...]
-    last_step: int  # the whole run's last step, for a fixed axis while scrubbing
-
-
-def column_budget(layers: int, runs: int = 1) -> int:
-    """Columns per heatmap panel so that a figure stays near CELL_BUDGET cells wide."""
-    return int(min(MAX_COLUMNS, max(MIN_COLUMNS, CELL_BUDGET // max(1, layers * runs))))
-
-
-def decimate(columns: dict, max_columns: int) -> dict:
-    """Merge groups of adjacent columns so at most ``max_columns`` remain; counts are summed."""
-    size = len(columns["steps"])
-    if size <= max_columns:
-        return dict(columns)
-    group = math.ceil(size / max_columns)
-    return merge_runs(columns, np.arange(0, size, group))
-
-
-def run_view(snapshot: Snapshot, upto: int | None = None, max_columns: int = MAX_COLUMNS, title: str = "",
-             kinds: tuple[str, ...] = ("pre", "post")) -> RunView:
-    """The snapshot's columns with steps <= ``upto`` (all if None): heatmaps of ``kinds`` at most
-    ``max_columns`` wide, lines at most LINE_POINTS long."""
-    keys = LINE_KEYS + tuple(f"hist_{kind}" for kind in kinds)
-    columns = {key: snapshot.column(key) for key in keys}
-    if len(columns["steps"]) and upto is not None:
-        keep = int(np.searchsorted(columns["steps"], upto, side="right"))
-        columns = {key: value[:keep] for key, value in columns.items()}
-    lines = {key: columns[key] for key in LINE_KEYS}
-    if len(columns["steps"]):
-        columns = decimate(columns, max_columns)
-        lines = decimate({key: columns[key] for key in LINE_KEYS}, LINE_POINTS)
-    limit = snapshot.step if upto is None else upto
-    seen = snapshot.accuracy_steps <= limit
-    config = snapshot.config
-    return RunView(
-        title=title or NORM_LABELS[config.norm],
-        color=RUN_COLORS[config.norm],
-        activation=config.activation,
-        layer_names=snapshot.layer_names,
-        pre_edges=snapshot.pre_edges,
-        post_edges=snapshot.post_edges,
-        columns={key: columns[key] for key in keys if key not in LINE_KEYS or key in ("steps", "count")},
-        lines=lines,
-        accuracy_steps=snapshot.accuracy_steps[seen],
-        accuracy=snapshot.accuracy[seen],
-        lr_events=tuple(event for event in snapshot.lr_events if event[0] <= limit),
-        last_step=snapshot.step,
-    )
 
 
 def heat_levels(hist: np.ndarray, count: np.ndarray, top: float) -> np.ndarray:

@@ -21,9 +21,8 @@ from plotly.subplots import make_subplots
 from bnviz import __version__
 from bnviz.claims import COLOR_DIM_LAYER, LANDSCAPE_METRICS, final_accuracy, get_reproduction, nonzero_fraction
 from bnviz.reproduce import Result
+from bnviz.views import NORM_LABELS, RUN_COLORS  # the app's names and colours
 
-NORM_LABELS = {"none": "no BN", "batchnorm": "BN", "noisy-batchnorm": "noisy BN", "noise": "noise, no BN"}
-RUN_COLORS = {"none": "#555555", "batchnorm": "#1f6fd1", "noisy-batchnorm": "#e07b00", "noise": "#c62828"}
 PERCENTILE_DASH = {"p15": "dot", "p50": "solid", "p85": "dash"}
 FIGURE_HEIGHT = 380  # px: one row of panels, readable on a laptop and in the README's PNG
 FONT = dict(size=13)

@@ -19,6 +19,7 @@ from bnviz import figures
 from bnviz.config import RunConfig
 from bnviz.snapshot import Snapshot
 from bnviz.stats import post_edges, pre_edges
+from bnviz.views import CELL_BUDGET, MAX_COLUMNS, MIN_COLUMNS, column_budget, decimate, run_view
 
 
 def fake_snapshot(columns: int = 500, layers: int = 3, activation: str = "sigmoid", norm: str = "none",
@@ -63,7 +64,7 @@ def decode(typed: dict) -> np.ndarray:
 
 def test_decimate_keeps_total_mass_and_the_last_step():
     columns = dict(fake_snapshot(columns=1000).columns)
-    merged = figures.decimate(columns, 240)
+    merged = decimate(columns, 240)
     assert len(merged["steps"]) <= 240
     assert merged["hist_pre"].sum() == columns["hist_pre"].sum()
     np.testing.assert_allclose(merged["hist_post"].sum(), columns["hist_post"].sum())
@@ -74,12 +75,12 @@ def test_decimate_keeps_total_mass_and_the_last_step():
 
 def test_decimate_leaves_few_columns_alone():
     columns = dict(fake_snapshot(columns=100).columns)
-    assert figures.decimate(columns, 240)["steps"] is columns["steps"]
+    assert decimate(columns, 240)["steps"] is columns["steps"]
 
 
 def test_run_view_cuts_at_the_scrub_step():
     snapshot = fake_snapshot(columns=500, lr_events=((100, 0.1), (400, 0.2)))
-    view = figures.run_view(snapshot, upto=300)
+    view = run_view(snapshot, upto=300)
     assert view.columns["steps"][-1] == 300
     assert view.columns["hist_pre"].sum() == snapshot.column("hist_pre")[:300].sum()
     assert view.lr_events == ((100, 0.1),)
@@ -89,7 +90,7 @@ def test_run_view_cuts_at_the_scrub_step():
 
 def test_heatmap_z_is_uint8_bins_by_columns_one_panel_per_layer():
     snapshot = fake_snapshot(columns=1000, layers=4)
-    drawn = spec(figures.heatmaps([figures.run_view(snapshot, max_columns=200)]))
+    drawn = spec(figures.heatmaps([run_view(snapshot, max_columns=200)]))
     heatmaps = [trace for trace in drawn["data"] if trace["type"] == "heatmap"]
     assert len(heatmaps) == 4
     for trace in heatmaps:
@@ -120,7 +121,7 @@ def test_colour_bar_ticks_are_real_counts():
 def test_comparison_shares_one_colour_scale_and_the_bin_edges():
     quiet = fake_snapshot(columns=200, norm="none", scale=1.0)  # 200 columns: no decimation, counts as drawn
     loud = fake_snapshot(columns=200, norm="batchnorm", scale=10.0)
-    views = [figures.run_view(quiet), figures.run_view(loud)]
+    views = [run_view(quiet), run_view(loud)]
     drawn = spec(figures.heatmaps(views))
     heatmaps = [trace for trace in drawn["data"] if trace["type"] == "heatmap"]
     assert len(heatmaps) == 2 * 3
@@ -135,7 +136,7 @@ def test_comparison_shares_one_colour_scale_and_the_bin_edges():
 
 
 def test_comparison_refuses_different_bin_edges():
-    views = [figures.run_view(fake_snapshot(activation="sigmoid")), figures.run_view(fake_snapshot(activation="tanh"))]
+    views = [run_view(fake_snapshot(activation="sigmoid")), run_view(fake_snapshot(activation="tanh"))]
     with pytest.raises(ValueError, match="share bin edges"):
         figures.heatmaps(views)
 
@@ -148,14 +149,14 @@ def test_comparison_refuses_different_bin_edges():
     ("relu", "post", ()),
 ])
 def test_saturation_thresholds_are_drawn_on_every_panel(activation, kind, expected):
-    drawn = spec(figures.heatmaps([figures.run_view(fake_snapshot(activation=activation, layers=2))], kind))
+    drawn = spec(figures.heatmaps([run_view(fake_snapshot(activation=activation, layers=2))], kind))
     lines = [s for s in drawn["layout"].get("shapes", []) if s["y0"] == s["y1"]]
     assert sorted(s["y0"] for s in lines) == pytest.approx(sorted(expected * 2))
     assert {s["yref"] for s in lines} == ({"y", "y2"} if expected else set())
 
 
 def test_learning_rate_changes_are_vertical_lines_on_every_timeline():
-    views = [figures.run_view(fake_snapshot(lr_events=((120, 2.0),)))]
+    views = [run_view(fake_snapshot(lr_events=((120, 2.0),)))]
     for figure in (figures.heatmaps(views), figures.saturation(views), figures.grad_norms(views),
                    figures.loss_accuracy(views), figures.unit_percentiles(views)):
         shapes = spec(figure)["layout"]["shapes"]
@@ -163,7 +164,7 @@ def test_learning_rate_changes_are_vertical_lines_on_every_timeline():
 
 
 def test_line_figures_draw_every_layer_and_run():
-    views = [figures.run_view(fake_snapshot(norm=n, layers=3)) for n in ("none", "batchnorm")]
+    views = [run_view(fake_snapshot(norm=n, layers=3)) for n in ("none", "batchnorm")]
     assert len(spec(figures.saturation(views))["data"]) == 6
     assert len(spec(figures.grad_norms(views))["data"]) == 6
     assert len(spec(figures.unit_percentiles(views))["data"]) == 2 * 3 * 2  # band, median
@@ -173,7 +174,7 @@ def test_line_figures_draw_every_layer_and_run():
 
 
 def test_side_by_side_panels_autorange_each_row():
-    views = [figures.run_view(fake_snapshot(norm=n)) for n in ("none", "batchnorm")]
+    views = [run_view(fake_snapshot(norm=n)) for n in ("none", "batchnorm")]
     layout = spec(figures.unit_percentiles(views))["layout"]
     assert layout["yaxis2"]["matches"] == "y" and layout["yaxis4"]["matches"] == "y3"  # one row, one y axis
     assert all(layout[f"yaxis{n}"]["autorange"] is True for n in ("", 2, 3, 4))
@@ -184,15 +185,15 @@ def test_layers_are_named_by_their_number():
 
 
 def test_column_budget_bounds_a_figures_cells():
-    assert figures.column_budget(3) == figures.MAX_COLUMNS
-    assert figures.column_budget(8, 2) * 16 <= figures.CELL_BUDGET
-    assert figures.column_budget(20, 4) == figures.MIN_COLUMNS
+    assert column_budget(3) == MAX_COLUMNS
+    assert column_budget(8, 2) * 16 <= CELL_BUDGET
+    assert column_budget(20, 4) == MIN_COLUMNS
 
 
 def test_an_empty_run_draws_empty_panels():
     empty = Snapshot(config=RunConfig(), layer_names=("linear1",), pre_edges=pre_edges("sigmoid"),
                      post_edges=post_edges("sigmoid"))
-    views = [figures.run_view(empty)]
+    views = [run_view(empty)]
     for figure in (figures.heatmaps(views), figures.saturation(views), figures.unit_percentiles(views),
                    figures.loss_accuracy(views), figures.grad_norms(views)):
         spec(figure)
@@ -205,7 +206,7 @@ def test_a_real_run_draws():
     assert trainer.join(60)
     snapshot = trainer.snapshot()
     assert snapshot.status == "finished"
-    views = [figures.run_view(snapshot)]
+    views = [run_view(snapshot)]
     drawn = spec(figures.heatmaps(views, "post"))
     assert sum(decode(t["z"]).shape[1] for t in drawn["data"]) == 2 * len(snapshot.column("steps"))
     assert drawn["data"][0]["x0"] + drawn["data"][0]["dx"] / 2 == snapshot.column("steps")[0]

@@ -19,6 +19,7 @@ import streamlit as st
 
 from bnviz import claims, figures, runfile
 from bnviz.snapshot import Snapshot
+from bnviz.views import NORM_LABELS, column_budget, run_view
 from ui import actions, charts, explain, session
 from ui.controls import Choice
 
@@ -89,7 +90,7 @@ def _live(expected: str, choice: Choice) -> None:
 def _progress(snapshots) -> None:
     """One line per run: 'step N of M · X steps/s · state', and the run's own words if it failed."""
     for snapshot in snapshots:
-        title = figures.NORM_LABELS[snapshot.config.norm] if len(snapshots) > 1 else ""
+        title = NORM_LABELS[snapshot.config.norm] if len(snapshots) > 1 else ""
         rate = f"{snapshot.steps_per_second:.0f} steps/s · " if snapshot.status == "running" else ""
         line = f"step {snapshot.step} of {snapshot.config.steps} · {rate}{snapshot.status}"
         st.markdown(f"**{title}** · {line}" if title else f"**{line}**")
@@ -150,7 +151,7 @@ def _figures(snapshots, upto, kind, choice: Choice, training: bool) -> dict[str,
     if cached is not None and cached[:2] == (scene, versions):
         return cached[2]
     layers = max(len(s.layer_names) for s in snapshots)
-    views = [figures.run_view(s, upto, figures.column_budget(layers, len(snapshots)), kinds=(kind,)) for s in snapshots]
+    views = [run_view(s, upto, column_budget(layers, len(snapshots)), kinds=(kind,)) for s in snapshots]
     revision = str(scene[0])
     drawn = {
         "heatmaps": figures.heatmaps(views, kind, uirevision=f"{revision}-heat-{kind}"),
@@ -174,7 +175,7 @@ def _published(snapshots, choice: Choice) -> dict[str, float]:
     if any(s.config.replace(norm=preset.config.norm) != preset.config for s in snapshots):
         return {}
     norms = {s.config.norm for s in snapshots}
-    return {figures.NORM_LABELS[norm]: value for norm, value in preset.published_accuracy if norm in norms}
+    return {NORM_LABELS[norm]: value for norm, value in preset.published_accuracy if norm in norms}
 
 
 def _downloads(snapshots, drawn) -> None:
@@ -183,10 +184,10 @@ def _downloads(snapshots, drawn) -> None:
     for i, snapshot in enumerate(snapshots):
         name = f"bnviz-{snapshot.config.norm}-seed{snapshot.config.seed}"
         columns[2 * i].download_button(
-            f"Run JSON ({figures.NORM_LABELS[snapshot.config.norm]})", lambda s=snapshot: _run_json(s),
+            f"Run JSON ({NORM_LABELS[snapshot.config.norm]})", lambda s=snapshot: _run_json(s),
             file_name=f"{name}.json", mime="application/json", on_click="ignore", key=f"json-{i}")
         columns[2 * i + 1].download_button(
-            f"CSV ({figures.NORM_LABELS[snapshot.config.norm]})", lambda s=snapshot: runfile.to_csv(s),
+            f"CSV ({NORM_LABELS[snapshot.config.norm]})", lambda s=snapshot: runfile.to_csv(s),
             file_name=f"{name}.csv", mime="text/csv", on_click="ignore", key=f"csv-{i}")
     columns[-1].download_button("Figures (HTML)", lambda d=drawn: _html(d), file_name="bnviz-figures.html",
                                 mime="text/html", on_click="ignore", key="html")
