@@ -1,0 +1,305 @@
+"""The classroom in miniature, on a real server: five browser sessions share two trainer slots.
+
+A short, bounded version of ``benchmarks/classroom.py`` for CI. One server for the module
+(``benchmarks/serverctl.py``: ``streamlit run app.py`` on a free loopback port, its threads
+named so /proc can count trainers: one ``bnviz-trainer-*`` thread per live run, whatever
+helper threads a run has), with BNVIZ_MAX_RUNNING=2 and a short idle timeout (15 s), so a
+closed tab's run is reaped within seconds. Streamlit keeps a closed tab's session for 120 s
+by default; the server here keeps it 2 s, so that the memory a session held can be seen
+coming back within the test. Pages are real Chromium contexts (``conftest.browser``); a
+page's state is read from its own words (``classroom.STATE_JS``).
+
+Checked: every session gets its page; two train and advance; the rest say how many are ahead
+and start when a slot frees (Reset, or a tab closed mid-run), and a tab closed while queued
+does not take a slot; no exception anywhere; after all tabs close the trainer threads end,
+the server's threads come back to baseline and memory stops growing; a diverging run and a
+run whose trainer raises say so on their own page only; a server restart loses the live run
+and the page says how to start again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from benchmarks import classroom, serverctl
+from bnviz.pool import DEFAULT_QUEUE_TIMEOUT
+from ui.live import REFRESH_SECONDS
+from ui.session import ENV_IDLE_TIMEOUT, ENV_MAX_RUNNING, REAP_SECONDS
+
+ARTIFACTS = serverctl.REPO_ROOT / "test-artifacts"
+MAX_RUNNING = 2
+IDLE_TIMEOUT = 15.0  # short, yet above the stalls an open page can have on a busy 2-core box (5 and 10 s reaped open tabs here)
+SESSION_TTL = 2  # server.disconnectedSessionTTL: Streamlit's default is 120 s
+REAPED_WITHIN = IDLE_TIMEOUT + REAP_SECONDS + 10  # idle timeout, one reaper sweep, and slack for a busy box
+LOAD_MS = 90_000  # the first page of a fresh server imports torch and loads MNIST
+SETTLE_MS = 20_000  # a click's rerun, a queued page's next poll, a run's first steps
+POLL_MS = 250
+LONG = "steps=200000"  # still training when the test looks
+DIVERGES = "activation=relu&init=gaussian&init_sigma=1.0&lr=10.0&depth=5&steps=200000"  # NaN loss by step ~3
+RAISES = "norm=batchnorm&batch_size=1&steps=200000"  # BatchNorm1d refuses a batch of one: the trainer raises
+ABANDONED_S = DEFAULT_QUEUE_TIMEOUT + 1  # a queued tab silent this long is passed over by the pool, although
+#                                        the reaper drops it only after IDLE_TIMEOUT
+QUEUED_POLL = REFRESH_SECONDS["queued"]  # a queued page's heartbeat: its last one came at most this long before it closed
+THREADS_BACK_S = 10  # helper threads (a run's reducer, a session's script thread) end just after the trainer
+ROUNDS = 3  # open-and-close rounds for the memory check
+MEMORY_GROWTH_MB = 40  # RSS may grow this much from the first round's end to the last's (allocator noise)
+
+
+@dataclass
+class Tab:
+    context: object
+    page: object
+
+    def state(self) -> tuple[str, int | None, int | None]:
+        return classroom.parse(self.page.evaluate(classroom.STATE_JS))
+
+    def wait(self, done, what: str, timeout_ms: int = SETTLE_MS):
+        """Poll the page's state in the browser's time until ``done(state)``; returns the state."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        state = self.state()
+        while not done(state):
+            assert time.monotonic() < deadline, f"timed out after {timeout_ms} ms waiting for {what}; state {state}"
+            self.page.wait_for_timeout(POLL_MS)
+            state = self.state()
+        return state
+
+    def press(self, key: str) -> None:
+        button = self.page.locator(f".st-key-{key} button:visible")
+        button.wait_for(timeout=SETTLE_MS)
+        button.click(force=True)  # the charts redraw under the pointer: see tests/test_browser.py
+
+    def start(self) -> tuple:
+        """Press Start and wait until the page is either training or in the queue."""
+        self.press("start")
+        return self.wait(lambda s: s[0] in ("running", "queued", "diverged", "error"), "running or queued")
+
+    def advancing(self, timeout_ms: int = SETTLE_MS) -> None:
+        first = self.wait(lambda s: s[0] == "running" and s[1] > 0, "a first step", timeout_ms)
+        self.wait(lambda s: s[0] == "running" and s[1] > first[1], f"the step to grow past {first[1]}")
+
+    def first_seen(self, kind: str) -> float:
+        """Wall-clock time at which the page first showed a state of this kind, by its own 100 ms recorder
+        (``classroom.RECORDER_JS``): the driver, slow on a busy box, may look much later."""
+        log = self.page.evaluate("() => window.__classroom.log")
+        return next(ms / 1000 for ms, state in log if classroom.parse(state)[0] == kind)
+
+    def texts(self, kind: str) -> list[str]:
+        return self.page.get_by_test_id(kind).all_inner_texts()
+
+    def assert_no_exception(self) -> None:
+        assert self.page.get_by_test_id("stException").count() == 0
+        assert not self.page.evaluate("() => document.body.textContent.includes('Traceback')")
+
+
+@pytest.fixture(scope="module")
+def server():
+    env = {ENV_MAX_RUNNING: str(MAX_RUNNING), ENV_IDLE_TIMEOUT: str(IDLE_TIMEOUT)}
+    with serverctl.Server(env=env, log_path=ARTIFACTS / "classroom-test-server.log",
+                          options=("--server.disconnectedSessionTTL", str(SESSION_TTL))) as running:
+        yield running
+
+
+@pytest.fixture
+def tabs(browser, server, request):
+    """``open_tabs(*queries)`` -> loaded Tabs, each in its own context; all closed (screenshotted on failure) afterwards."""
+    opened: list[Tab] = []
+    failed_before = request.session.testsfailed
+
+    def open_tabs(*queries: str) -> list[Tab]:
+        """All asked for at once (pages load in parallel, as a class's do), then each waited for."""
+        new = []
+        for query in queries:
+            context = browser.new_context(viewport=classroom.VIEWPORT)
+            context.add_init_script(classroom.RECORDER_JS)
+            new.append(Tab(context, context.new_page()))
+            new[-1].page.goto(f"{server.url}/?{query}", wait_until="commit")
+        opened.extend(new)
+        for tab in new:
+            loaded(tab)
+        return new
+
+    yield open_tabs
+    failed = request.session.testsfailed > failed_before
+    for i, tab in enumerate(opened):
+        try:
+            if failed and not tab.page.is_closed():
+                ARTIFACTS.mkdir(exist_ok=True)
+                tab.page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-tab{i}.png"))
+            tab.context.close()
+        except Exception:  # already closed by the test
+            pass
+
+
+def loaded(tab: Tab) -> None:
+    tab.page.locator(".st-key-start button:visible").wait_for(timeout=LOAD_MS)
+
+
+def wait_server(server, done, what: str, timeout_s: float):
+    """Poll the server's /proc until ``done(usage)``; returns the usage."""
+    deadline = time.monotonic() + timeout_s
+    usage = server.usage()
+    while not done(usage):
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:.0f} s waiting for {what}; {usage}"
+        time.sleep(0.5)  # no page to wait on: the server alone
+        usage = server.usage()
+    return usage
+
+
+def threads_back(server, baseline) -> None:
+    """Wait until the server's own threads (all but Streamlit's AnyIO pool) are no more than at baseline."""
+    wait_server(server, lambda u: classroom.own_threads(u) <= classroom.own_threads(baseline),
+                f"threads back to baseline ({classroom.own_threads(baseline)} without the AnyIO pool)",
+                THREADS_BACK_S)
+
+
+def no_tracebacks(server) -> None:
+    """None in the server's log, but Streamlit's own trip over a tab closed mid-handshake (upstream)."""
+    found = [t for t in serverctl.tracebacks(server.log()) if not t.upstream_disconnect]
+    assert not found, found[0].text[-3000:]
+
+
+@pytest.fixture(scope="module")
+def baseline(server, browser):
+    """The server after one page trained briefly and closed: torch imported, MNIST loaded, pool made."""
+    context = browser.new_context(viewport=classroom.VIEWPORT)
+    tab = Tab(context, context.new_page())
+    tab.page.goto(f"{server.url}/?{LONG}")
+    loaded(tab)
+    tab.start()
+    tab.advancing()
+    tab.press("reset")
+    tab.wait(lambda s: s[0] == "idle", "the reset")
+    context.close()
+    wait_server(server, lambda u: u.trainer_threads == 0, "the warm-up run to end", REAPED_WITHIN)
+    return classroom.settle_threads(server)
+
+
+def test_five_sessions_two_train_the_rest_queue_and_closed_tabs_are_reaped(server, baseline, tabs):
+    class_ = tabs(*[LONG] * 5)  # the class opens the link at once; every session gets its page
+    states = [tab.start() for tab in class_]
+    assert [s[0] for s in states] == ["running", "running", "queued", "queued", "queued"]
+    assert [s[1] for s in states[2:]] == [0, 1, 2]  # "you are next", "1 ahead of you", "2 ahead of you"
+    assert "1 ahead of you" in " ".join(class_[3].texts("stAlert"))
+    for tab in class_[:2]:
+        tab.advancing()
+    assert server.usage().trainer_threads == MAX_RUNNING  # the queued sessions have no thread
+
+    class_[0].press("reset")  # a slot frees: the first in line starts, the others move up
+    class_[2].advancing()
+    class_[3].wait(lambda s: s == ("queued", 0, None), "next in line")
+    class_[4].wait(lambda s: s == ("queued", 1, None), "1 ahead")
+
+    class_[1].context.close()  # a tab closed mid-run: its run is reaped and its slot goes to the next
+    class_[3].advancing(timeout_ms=int(REAPED_WITHIN * 1000))
+    class_[4].wait(lambda s: s == ("queued", 0, None), "next in line")
+    wait_server(server, lambda u: u.trainer_threads == MAX_RUNNING, "the closed tab's trainer to end",
+                SETTLE_MS / 1000)  # the two pages still training have theirs
+    for tab in (class_[0], *class_[2:]):
+        tab.assert_no_exception()
+
+    for tab in (class_[4], class_[2], class_[3]):  # the queued one first: it would take a freed slot
+        tab.press("reset")
+    for tab in class_[2:]:
+        tab.wait(lambda s: s[0] == "idle", "the reset")
+    for tab in class_:
+        tab.context.close()
+    wait_server(server, lambda u: u.trainer_threads == 0, "every trainer to end", SETTLE_MS / 1000)
+    threads_back(server, baseline)
+    no_tracebacks(server)
+
+
+def test_a_tab_closed_while_queued_never_takes_a_slot(server, baseline, tabs):
+    """A student who gives up while queued: when a slot frees it goes to one who is still there.
+
+    Had the slot gone to the closed tab, the page still open could start only once the reaper
+    dropped it: IDLE_TIMEOUT after its last heartbeat. The slots are held by paused runs (Step
+    from nothing), which use no core, so the pages answer quickly and the timing has room."""
+    *holding, gone, waiting = tabs(*[LONG] * (MAX_RUNNING + 2))
+    for tab in holding:
+        tab.press("step")
+        tab.wait(lambda s: s[0] == "paused", "a paused run")
+    assert gone.start() == ("queued", 0, None) and waiting.start() == ("queued", 1, None)
+    closed = time.time()
+    gone.context.close()
+    waiting.page.wait_for_timeout(ABANDONED_S * 1000)  # the closed tab has stopped polling
+    holding[0].press("reset")
+    waiting.wait(lambda s: s[0] == "running", "the slot to go to the page still open",
+                 timeout_ms=int((IDLE_TIMEOUT + REAP_SECONDS) * 1000))
+    started = waiting.first_seen("running") - closed
+    assert started < IDLE_TIMEOUT - QUEUED_POLL, (
+        f"the page still open started {started:.1f} s after the queued tab ahead of it closed: not before the "
+        f"reaper dropped the closed tab ({IDLE_TIMEOUT:.0f} s); until then the freed slot trained for nobody")
+    wait_server(server, lambda u: u.trainer_threads == MAX_RUNNING, "the reset run's trainer to end",
+                SETTLE_MS / 1000)  # and none for the closed tab (it would live until reaped)
+    for tab in (holding[1], waiting):
+        tab.press("reset")
+    no_tracebacks(server)
+
+
+def test_threads_and_memory_come_back_after_many_sessions(server, baseline, tabs):
+    """Rounds of sessions that each build a run (Step from nothing: network, probe, history, charts)
+    and end; closing tabs mid-run (and waiting for the reaper) is the first test."""
+    ends = []  # usage after the first and the last round
+    for number in range(ROUNDS):
+        round_ = tabs(*[LONG] * MAX_RUNNING)
+        for tab in round_:
+            tab.press("step")
+        for tab in round_:
+            tab.wait(lambda s: s[0] == "paused" and s[1] > 0, "a first step")
+        for tab in round_:
+            tab.press("reset")
+        for tab in round_:
+            tab.wait(lambda s: s[0] == "idle", "the reset")
+            tab.context.close()
+        wait_server(server, lambda u: u.trainer_threads == 0, "every trainer to end", REAPED_WITHIN)
+        threads_back(server, baseline)
+        if number in (0, ROUNDS - 1):
+            time.sleep(SESSION_TTL + 2)  # Streamlit drops the closed sessions and what they held
+            ends.append(server.usage())
+    growth = ends[-1].rss_mb - ends[0].rss_mb
+    assert growth < MEMORY_GROWTH_MB, (
+        f"RSS grew {growth:.0f} MB over {ROUNDS - 1} more rounds of sessions that all ended "
+        f"(baseline {baseline.rss_mb:.0f} MB; after the first and the last {[round(u.rss_mb) for u in ends]} MB)")
+    no_tracebacks(server)
+
+
+def test_a_diverging_run_and_a_raising_trainer_show_on_their_own_page_only(server, baseline, tabs):
+    steady, diverging, raising = tabs(LONG, DIVERGES, RAISES)
+    steady.start()
+    steady.advancing()
+
+    diverging.start()
+    diverging.wait(lambda s: s[0] == "diverged", "the run to diverge")
+    assert any("diverged at step" in text for text in diverging.texts("stAlertContentError"))
+
+    raising.start()
+    raising.wait(lambda s: s[0] == "error", "the trainer's error")
+    assert any("ValueError" in text and "Expected more than 1 value" in text
+               for text in raising.texts("stAlertContentError"))
+
+    steady.advancing()  # the others keep training
+    assert not steady.texts("stAlertContentError")
+    for tab in (steady, diverging, raising):
+        tab.assert_no_exception()
+    wait_server(server, lambda u: u.trainer_threads == 1, "the ended runs' threads to go", REAPED_WITHIN)
+    steady.press("reset")
+    no_tracebacks(server)
+
+
+def test_a_server_restart_loses_the_live_run_and_the_page_says_how_to_start_again(server, baseline, tabs):
+    tab, = tabs(LONG)
+    tab.start()
+    tab.advancing()
+    server.restart()
+    tab.wait(lambda s: s[0] == "idle", "the page to reconnect to the new server", timeout_ms=60_000)
+    assert any(text.startswith("Press Start to train") for text in tab.texts("stAlertContentInfo"))
+    assert "steps=200000" in tab.page.url  # the settings survive: only the live run is lost
+    assert tab.page.locator(".st-key-steps input[type=range]").get_attribute("aria-valuetext") == "200000"
+    tab.assert_no_exception()
+    tab.start()  # starting again works on the new server
+    tab.advancing()
+    tab.press("reset")
+    no_tracebacks(server)
