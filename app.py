@@ -14,11 +14,14 @@ from ui import actions, controls, explain, live, session
 
 def main() -> None:
     st.set_page_config(page_title="bnviz: Batch Normalization, live", layout="wide")
-    choice = controls.sidebar()
+    lost = session.lost_run_notice(st.query_params.get(session.SERVER_PARAM))  # before the URL is rewritten
+    choice = controls.sidebar(session.url_marker())
     st.title("Batch Normalization, live")
     st.caption(choice.preset.summary)
     for warning in choice.warnings:
         st.warning(warning)
+    if lost:
+        st.warning(lost)
     accuracies = {s.config.norm: float(s.accuracy[-1]) for s in st.session_state.get("last", ()) if len(s.accuracy)}
     explain.published(choice.preset, choice.config, accuracies)
     actions.toolbar(choice)

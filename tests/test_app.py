@@ -161,6 +161,22 @@ def test_start_creates_one_entry_and_reruns_do_not_start_another(app):
     assert pool.counts()["trainers"] == 1
 
 
+def test_a_page_from_before_a_server_restart_says_its_run_is_gone(app):
+    at = app(steps=LONG, server="0ld5erv3")  # the marker an earlier server left in the URL
+    assert session.RESTARTED in texts(at) and not at.exception
+    assert "server" not in at.query_params  # no run here: no marker
+    at.button(key="start").click().run()
+    assert session.RESTARTED not in texts(at)
+    assert at.query_params["server"] == session.shared().server_id  # while it has a run, the URL says where
+    at.button(key="reset").click().run()
+    assert "server" not in at.query_params
+
+
+def test_a_link_from_this_server_is_not_a_restart(app):
+    at = app(steps=LONG, server=session.shared().server_id)
+    assert session.RESTARTED not in texts(at) and not at.warning
+
+
 def test_compare_runs_configs_that_differ_only_in_norm(app):
     at = app(steps=LONG, compare="1", preset="noisy-bn")
     at.button(key="start").click().run()

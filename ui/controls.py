@@ -65,7 +65,7 @@ def read_query(params: dict[str, str]) -> Choice:
     preset = PRESETS[name]
     changes = {}
     for key, text in params.items():
-        if key in ("preset", "compare", "hide"):
+        if key in ("preset", "compare", "hide", "server"):  # server: ui/session.py's run marker
             continue
         if key not in field_names():
             warnings.append(f"URL parameter {plain(key)} is not a setting; ignored")
@@ -108,8 +108,9 @@ def plain(text: str, limit: int = 200) -> str:
     return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~:$&\"'=%@;,/?^" else ch for ch in text)
 
 
-def sidebar() -> Choice:
-    """Draw the controls; returns the current choice and keeps the URL in step with it."""
+def sidebar(marker: dict[str, str] | None = None) -> Choice:
+    """Draw the controls; returns the current choice and keeps the URL in step with it
+    (plus ``marker``, parameters that are not settings)."""
     state = st.session_state
     if "choice" not in state:
         state.choice = read_query(st.query_params.to_dict())
@@ -126,7 +127,7 @@ def sidebar() -> Choice:
     new = Choice(preset, config, bool(state.get("compare", choice.compare)), choice.hidden,
                  choice.warnings if config == choice.config else ())
     state.choice = new
-    query = write_query(new)
+    query = write_query(new) | (marker or {})
     if st.query_params.to_dict() != query:
         st.query_params.from_dict(query)
     return new

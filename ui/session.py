@@ -5,6 +5,10 @@ under that id, not in the session, so a dropped websocket does not kill them. Th
 view's polling (``pool.get``) is the heartbeat; a reaper thread sweeps every few seconds
 so a closed tab's trainers stop within the idle timeout even when no other page polls.
 
+While a tab has runs, its URL carries ``server=<this server's id>``. Runs live only in the
+server's memory; a tab that comes back to a restarted server (the browser reconnects with
+the same URL, into a new session) finds another id there and says that its run was lost.
+
 Deployers set the limits with environment variables (on Streamlit Community Cloud,
 root-level secrets become environment variables):
     BNVIZ_MAX_RUNNING   trainers at once for the whole server (default 4)
@@ -13,11 +17,12 @@ root-level secrets become environment variables):
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import streamlit as st
 import torch
@@ -27,6 +32,10 @@ from bnviz.pool import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING, RunPool
 REAP_SECONDS = 5.0  # sweep for closed tabs this often: well inside the idle timeout
 ENV_MAX_RUNNING = "BNVIZ_MAX_RUNNING"
 ENV_IDLE_TIMEOUT = "BNVIZ_IDLE_TIMEOUT"
+SERVER_PARAM = "server"  # the URL parameter that says which server a page's runs are on
+RESTARTED = ("The server restarted since this page's run started (an update, a redeploy or a crash), so "
+             "that run is gone: runs live only in the server's memory. Your settings are kept in the link; "
+             "press **Start** to train again.")
 
 # Warm up at import: torch loads some modules lazily on the first optimizer, which stalled
 # the first trainers of a fresh server for seconds (streamlit-notes.md). No model is built.
@@ -40,6 +49,7 @@ class Shared:
 
     pool: RunPool
     stopping: threading.Event  # set when the cache is cleared: the reaper ends
+    server_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])  # new at every server start
 
 
 def limits(environ=os.environ) -> tuple[int, float, tuple[str, ...]]:
@@ -82,6 +92,17 @@ def shared() -> Shared:
 def _reap(runs: Shared) -> None:
     while not runs.stopping.wait(REAP_SECONDS):
         runs.pool.reap()
+        if not runs.pool.counts()["alive_trainers"]:
+            _give_back_memory()
+
+
+def _give_back_memory() -> None:
+    """Return freed heap to the system while no trainer runs: glibc keeps what a class's runs
+    freed (a few hundred MB) otherwise. A few ms, only on an idle server; a no-op off glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def pool() -> RunPool:
@@ -93,3 +114,18 @@ def owner() -> str:
     if "owner" not in st.session_state:
         st.session_state.owner = uuid.uuid4().hex
     return st.session_state.owner
+
+
+def url_marker() -> dict[str, str]:
+    """The URL parameter that marks a page with runs on this server (none without runs)."""
+    return {SERVER_PARAM: shared().server_id} if pool().get(owner()) is not None else {}
+
+
+def lost_run_notice(marker: str | None) -> str | None:
+    """RESTARTED if this session opened on a URL marked by another server, until it starts a run."""
+    state = st.session_state
+    if "lost_run" not in state:  # the session's first run: the URL is still the one it came with
+        state.lost_run = marker is not None and marker != shared().server_id
+    if state.lost_run and pool().get(owner()) is not None:
+        state.lost_run = False
+    return RESTARTED if state.lost_run else None
