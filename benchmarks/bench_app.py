@@ -27,33 +27,21 @@ import asyncio
 import base64
 import os
 import re
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+from benchmarks import serverctl  # noqa: E402
+
 PROGRESS = re.compile(r"step (\d+) of (\d+)")
-NO_CHART = "export function PlotlyChart() { return null; } export default PlotlyChart;"
 LONG_TASKS = """window.__busy = []; new PerformanceObserver(list => list.getEntries().forEach(
     e => window.__busy.push([e.startTime, e.duration]))).observe({type: "longtask", buffered: true});"""
 GOALS = {"refresh_ms": 50, "wire_kbps": 150, "refresh_hz": 2, "speed_ratio": 0.8, "latency_s": 1.0}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Proxy(threading.Thread):
@@ -61,7 +49,7 @@ class Proxy(threading.Thread):
 
     def __init__(self, target: int):
         super().__init__(daemon=True)
-        self.target, self.port = target, free_port()
+        self.target, self.port = target, serverctl.free_port()
         self.received: list[tuple[float, int]] = []  # (time, bytes) server -> browser
         self.loop = asyncio.new_event_loop()
 
@@ -92,34 +80,6 @@ class Proxy(threading.Thread):
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
-
-
-def start_server(port: int, compression: bool) -> subprocess.Popen:
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none", "--server.enableWebsocketCompression", str(compression).lower()]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return process
-        except OSError:
-            time.sleep(0.3)
-    stop_server(process)
-    raise RuntimeError("streamlit did not become healthy")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(15)
 
 
 def in_process_refresh(depth: int, steps: int) -> dict:
@@ -264,8 +224,7 @@ def live_session(browser, url: str, proxy: Proxy, window: float, latency_clicks:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.add_init_script(LONG_TASKS)
     if not draw:
-        page.route("**/PlotlyChart*.js", lambda route: route.fulfill(
-            content_type="application/javascript", body=NO_CHART))
+        serverctl.skip_drawing(page)
     frames = Frames(page.context.new_cdp_session(page))
     page.goto(url)
     page.wait_for_selector(".st-key-start button")
@@ -317,13 +276,12 @@ def measure_server(compression: bool, depth: int, window: float, latency_clicks:
     """(a session whose browser does not draw, one whose browser draws or None) on one fresh server."""
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    server = start_server(port, compression)
-    proxy = Proxy(port)
+    server = serverctl.Server(options=("--server.enableWebsocketCompression", str(compression).lower())).start()
+    proxy = Proxy(server.port)
     proxy.start()
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            browser = serverctl.launch_chromium(playwright)
             try:
                 url = f"http://127.0.0.1:{proxy.port}/?depth={depth}&steps=200000"
                 quiet = live_session(browser, url, proxy, window, latency_clicks, draw=False)
@@ -333,7 +291,7 @@ def measure_server(compression: bool, depth: int, window: float, latency_clicks:
                 browser.close()
     finally:
         proxy.stop()
-        stop_server(server)
+        server.stop()
 
 
 def main() -> None:

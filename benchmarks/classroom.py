@@ -21,10 +21,17 @@ What is measured, and where:
 - errors: ``[data-testid='stException']`` on any page, "Traceback" in the server's log, and
   pages that did not load or did not react in time.
 
-The browser renders on the same two cores as the server and its trainers, which costs the
-trainers; a class's browsers run on the students' own laptops.
+The browsers run on the same two cores as the server and its trainers, which costs the
+trainers; a class's browsers run on the students' own laptops. So in load mode the pages do
+not draw their charts (``serverctl.skip_drawing``: every message still arrives, every refresh
+still runs on the server) unless ``--draw`` is given. Even so, thirty Chromium pages kept this
+machine's load average near 18 and starved the server they measure; ``--clients stream``
+replaces them by ``benchmarks/streamclient.py`` sessions, which speak Streamlit's websocket
+protocol as the page does (fragment reruns on the page's timers, button triggers) and cost
+almost nothing, so the figures are the server's.
 
-    python benchmarks/classroom.py --sessions 30 --duration 90
+    python benchmarks/classroom.py --clients stream --sessions 30 --duration 150
+    python benchmarks/classroom.py --sessions 30 --duration 150    # real Chromium pages
     python benchmarks/classroom.py --soak-steps 200000
 """
 
@@ -43,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import serverctl  # noqa: E402  (after the path is set, so the script runs from anywhere)
+from benchmarks.streamclient import StreamClient  # noqa: E402
 
 ARTIFACTS = ROOT / "test-artifacts"
 REAP_SECONDS = 5.0  # ui/session.py sweeps for abandoned runs this often
@@ -159,6 +167,10 @@ class Session:
     problems: list[str] = field(default_factory=list)
     log: list[tuple[float, str]] = field(default_factory=list)  # (wall clock, state)
 
+    @property
+    def refresh_times(self) -> list[tuple[float, float]]:
+        return self.timer.times if self.timer else []
+
     def state(self) -> str:
         try:
             return self.page.evaluate(STATE_JS)
@@ -175,9 +187,11 @@ class Session:
         self.log.extend((ms / 1000, state) for ms, state in entries)
 
 
-def open_page(browser, url: str, index: int, timers: bool) -> Session:
+def open_page(browser, url: str, index: int, timers: bool, draw: bool = True) -> Session:
     context = browser.new_context(viewport=VIEWPORT)
     context.add_init_script(RECORDER_JS)
+    if not draw:
+        serverctl.skip_drawing(context)
     page = context.new_page()
     timer = FragmentTimer(page) if timers else None
     session = Session(index, context, page, timer, time.time())
@@ -346,7 +360,7 @@ def load(args) -> int:
                   f"{baseline.rss_mb:.0f} MB / {baseline.threads} threads; load average {loadavg()}", flush=True)
 
             # 2. The class opens the link within the same minute: all pages at once.
-            sessions = [open_page(browser, server.url + url_query, i, timers=not args.no_timers)
+            sessions = [open_page(browser, server.url + url_query, i, timers=not args.no_timers, draw=args.draw)
                         for i in range(args.sessions)]
             wait_loaded(sessions, PAGE_LOAD_TIMEOUT_S)
             loaded_at = time.time()
@@ -401,6 +415,120 @@ def load(args) -> int:
                        exceptions, log, clicked_at, started)
 
 
+@dataclass
+class StreamSession:
+    """One Streamlit session over the websocket protocol (benchmarks/streamclient.py), no browser."""
+
+    index: int
+    client: StreamClient
+    opened: float
+    clicked: float | None = None
+
+    @property
+    def loaded(self) -> float | None:
+        return self.client.loaded
+
+    @property
+    def log(self) -> list[tuple[float, str]]:
+        return self.client.log
+
+    @property
+    def problems(self) -> list[str]:
+        return self.client.problems
+
+    @property
+    def refresh_times(self) -> list[tuple[float, float]]:
+        return self.client.refresh_seconds
+
+
+def load_stream(args) -> int:
+    """The load mode with protocol clients: the same steps and figures as ``load``, no browser."""
+    import asyncio
+
+    env = {"BNVIZ_IDLE_TIMEOUT": str(args.idle_timeout)}
+    if args.max_running:
+        env["BNVIZ_MAX_RUNNING"] = str(args.max_running)
+    server = serverctl.Server(env=env, log_path=ARTIFACTS / "classroom-server.log")
+    with server:
+        return asyncio.run(_stream_class(args, server))
+
+
+async def _stream_class(args, server) -> int:
+    import asyncio
+
+    started, samples = time.time(), []
+    url_query = f"steps={args.steps}"
+    cold = server.usage()
+
+    async def opened(index: int) -> tuple[StreamSession, asyncio.Task]:
+        session = StreamSession(index, StreamClient(server.url, url_query), time.time())
+        return session, asyncio.create_task(session.client.run())
+
+    async def until(condition, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+    # 1. One session trains briefly and leaves: the server's resting state (as in ``load``).
+    warm, task = await opened(-1)
+    if not await until(lambda: warm.loaded, PAGE_LOAD_TIMEOUT_S) or not await warm.client.press("start") or \
+            not await until(lambda: parse(warm.client.state)[0] == "running", CLICK_TIMEOUT_S):
+        raise RuntimeError(f"the warm-up session failed: {warm.problems} {warm.log}")
+    await warm.client.press("reset")
+    await asyncio.sleep(1)
+    await warm.client.close()
+    await task
+    baseline = settle_threads(server)
+    print(f"server up: cold {cold.rss_mb:.0f} MB / {cold.threads} threads; after a warm-up run "
+          f"{baseline.rss_mb:.0f} MB / {baseline.threads} threads; load average {loadavg()}", flush=True)
+
+    # 2. The class opens the link at once; 3. everyone presses Start.
+    pairs = [await opened(i) for i in range(args.sessions)]
+    sessions, tasks = [p[0] for p in pairs], [p[1] for p in pairs]
+    await until(lambda: all(s.loaded for s in sessions), PAGE_LOAD_TIMEOUT_S)
+    loaded_at = time.time()
+    samples.append((loaded_at, server.usage()))
+    print(f"{sum(s.loaded is not None for s in sessions)} of {len(sessions)} sessions loaded in "
+          f"{loaded_at - sessions[0].opened:.1f} s", flush=True)
+    for session in sessions:
+        if session.loaded is not None and await session.client.press("start"):
+            session.clicked = time.time()
+    clicked_at = time.time()
+    print(f"Start pressed in {sum(s.clicked is not None for s in sessions)} sessions", flush=True)
+
+    # 4. Stay for the duration; the server is sampled from /proc.
+    next_report = time.time() + 15
+    while time.time() < clicked_at + args.duration:
+        await asyncio.sleep(2)
+        samples.append((time.time(), server.usage()))
+        if time.time() >= next_report:
+            states = [parse(s.client.state)[0] for s in sessions]
+            counts = {k: states.count(k) for k in sorted(set(states))}
+            print(f"  t+{time.time() - clicked_at:3.0f} s  RSS {samples[-1][1].rss_mb:.0f} MB  "
+                  f"threads {samples[-1][1].threads}  sessions {counts}", flush=True)
+            next_report += 15
+    exceptions = sum(s.client.exceptions for s in sessions)
+    end_usage = server.usage()
+
+    # 5. The class leaves: every connection closes mid-run.
+    closed_at = time.time()
+    for session in sessions:
+        await session.client.close()
+    await asyncio.gather(*tasks)
+    after = []
+    deadline = closed_at + max(args.settle, args.idle_timeout + REAP_SECONDS + 30)
+    while time.time() < deadline:
+        await asyncio.sleep(1.0)
+        after.append((time.time() - closed_at, server.usage()))
+        samples.append((closed_at + after[-1][0], after[-1][1]))
+    settled = server.usage()
+    return report_load(args, sessions, samples, cold, baseline, end_usage, settled, after,
+                       exceptions, server.log(), clicked_at, started)
+
+
 def report_load(args, sessions, samples, cold, baseline, end_usage, settled, after,
                 exceptions, log, clicked_at, started) -> int:
     summaries = [summarize(s) for s in sessions]
@@ -418,7 +546,7 @@ def report_load(args, sessions, samples, cold, baseline, end_usage, settled, aft
     queued_then_ran = [m for m in queued if "running" in m.kinds or "finished" in m.kinds]
     advanced = [m for m in ran if m.last_step is not None and m.first_step is not None and m.last_step > m.first_step]
     intervals = [i for m in summaries for i in m.intervals]
-    refresh = [t for s in sessions if s.timer for when, t in s.timer.times if clicked_at <= when]
+    refresh = [t for s in sessions for when, t in s.refresh_times if clicked_at <= when]
     rates = [m.rate for m in ran if m.rate is not None]
     during = [(when, u) for when, u in samples if when <= clicked_at + args.duration]
     load_samples = [u for _, u in during]
@@ -426,7 +554,7 @@ def report_load(args, sessions, samples, cold, baseline, end_usage, settled, aft
     errors = exceptions + tracebacks + len(driver_problems) + sum("exception" in m.kinds for m in summaries)
     rows = [
         ("figure", "value", "how"),
-        ("sessions served", f"{served} of {len(sessions)}", "Start button drawn within the page-load timeout"),
+        ("sessions served", f"{served} of {len(sessions)}", f"{args.clients}: Start button drawn within the page-load timeout"),
         ("page load p50 / max", f"{percentile([s.loaded - s.opened for s in sessions if s.loaded], 50):.1f} s / "
                                 f"{max((s.loaded - s.opened for s in sessions if s.loaded), default=math.nan):.1f} s",
          "all pages opened at once"),
@@ -448,9 +576,9 @@ def report_load(args, sessions, samples, cold, baseline, end_usage, settled, aft
                                               f"{max(rates, default=math.nan):.0f})", "on screen, while running"),
         ("fairness (Jain index)", f"{jain(rates):.2f}", "1 = every trainer the same rate"),
         ("progress interval p50 / p95", f"{ms(percentile(intervals, 50))} / {ms(percentile(intervals, 95))}",
-         f"browser: time between progress-line updates ({len(intervals)} updates; polled every {RECORD_MS} ms)"),
+         f"page: time between progress-line updates ({len(intervals)} updates)"),
         ("server refresh time p50 / p95", f"{ms(percentile(refresh, 50))} / {ms(percentile(refresh, 95))}",
-         f"browser websocket: fragment rerun sent -> finished ({len(refresh)} refreshes, all pages)"),
+         f"websocket: fragment rerun sent -> finished ({len(refresh)} refreshes, all pages)"),
         ("server RSS cold / baseline", f"{cold.rss_mb:.0f} / {baseline.rss_mb:.0f} MB",
          "no page yet / one page trained briefly and closed"),
         ("server RSS peak", f"{max(u.peak_rss_mb for u in load_samples + [end_usage]):.0f} MB", "VmHWM"),
@@ -620,9 +748,15 @@ def main() -> None:
     parser.add_argument("--soak-steps", type=int, default=0, help="soak mode: one page trains this many steps")
     parser.add_argument("--soak-timeout", type=float, default=3600.0, help="soak mode: give up after this many s")
     parser.add_argument("--sample", type=float, default=5.0, help="soak mode: seconds between samples")
+    parser.add_argument("--clients", choices=("browser", "stream"), default="browser",
+                        help="load mode: Chromium pages, or benchmarks/streamclient.py sessions (the websocket "
+                             "protocol, no browser: thirty browsers on this machine's two cores starve the server)")
+    parser.add_argument("--draw", action="store_true",
+                        help="let every page draw its charts (default: serverctl.skip_drawing, as on students' "
+                             "laptops the drawing is not the server's)")
     parser.add_argument("--no-timers", action="store_true", help="skip the websocket (CDP) refresh timing")
     args = parser.parse_args()
-    errors = soak(args) if args.soak_steps else load(args)
+    errors = soak(args) if args.soak_steps else load_stream(args) if args.clients == "stream" else load(args)
     sys.exit(1 if errors else 0)
 
 

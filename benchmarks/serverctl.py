@@ -1,7 +1,6 @@
 """A bnviz server on a loopback port, its memory and threads from /proc, and Debian's Chromium.
 
-Shared by ``benchmarks/classroom.py`` and ``tests/test_classroom.py`` (``tests/conftest.py``
-starts its server the same way and could use this too). The server is started the way
+Shared by ``benchmarks/classroom.py``, ``tests/conftest.py`` and ``tests/test_classroom.py``. The server is started the way
 Streamlit's own e2e suite starts one: ``streamlit run app.py`` on a free port of
 127.0.0.1 (through a launcher that only names threads, see ``LAUNCHER``), then
 ``/_stcore/health`` is polled until it says ``ok``. It leads its own process
@@ -69,8 +68,7 @@ from streamlit.web.cli import main
 sys.argv = ["streamlit", *sys.argv[1:]]
 main(prog_name="streamlit")
 """
-# One per live run, whatever helper threads a run may also have (the engine's reducer may come
-# and go): a trainer's thread is named bnviz-trainer-<id> (bnviz/trainer.py).
+# One per live run: a trainer's thread is named bnviz-trainer-<id> (bnviz/trainer.py).
 TRAINER_THREAD = "bnviz-trainer-"
 
 
@@ -229,3 +227,15 @@ def tracebacks(log: str) -> list[Traceback]:
 def launch_chromium(playwright):
     """Debian's headless Chromium through Playwright (no browser download)."""
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+# Streamlit's Plotly component swapped for one that draws nothing: every message still arrives
+# and every refresh still runs on the server, but this machine's cores are not also spent
+# drawing charts (a student's laptop draws its own).
+NO_CHART_JS = "export function PlotlyChart() { return null; } export default PlotlyChart;"
+
+
+def skip_drawing(target) -> None:
+    """Serve ``NO_CHART_JS`` for the Plotly component to a Playwright page or context."""
+    target.route("**/PlotlyChart*.js", lambda route: route.fulfill(content_type="application/javascript",
+                                                                     body=NO_CHART_JS))

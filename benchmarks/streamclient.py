@@ -1,0 +1,165 @@
+"""A Streamlit session without a browser: Streamlit's own websocket protocol, as the page speaks it.
+
+One ``StreamClient`` is one browser tab to the server: it opens ``/_stcore/stream``, asks for a
+script run with the page's URL parameters, reads the ForwardMsgs that come back (the page's
+elements, ``auto_rerun`` for each ``st.fragment(run_every=...)``, ``script_finished``) and,
+like the page's JavaScript, sends a fragment rerun every ``interval`` seconds and a button's
+trigger when asked to press it. Nothing is drawn, so thirty of them cost this machine almost
+nothing: what is measured is the server. Used by ``benchmarks/classroom.py --clients stream``.
+
+What it keeps: the text of the page's markdown and alerts as of the last finished run (the
+state words "step N of M ... running", "N ahead of you"), each change of that state with its
+time, and each fragment rerun's server time (request sent -> its ``script_finished``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+PROGRESS = re.compile(r"step (\d+) of (\d+)(?: · .*)? · (\w+)")
+AHEAD = re.compile(r"(\d+) ahead of you")
+
+
+class StreamClient:
+    """One session over the websocket; ``run()`` until ``close()``."""
+
+    def __init__(self, url: str, query: str):
+        self.url = url.replace("http://", "ws://") + "/_stcore/stream"
+        self.query = query
+        self.buttons: dict[str, str] = {}  # key -> widget id
+        self.texts: list[str] = []  # this run's markdown and alert bodies
+        self.state = "loading"
+        self.log: list[tuple[float, str]] = [(time.time(), "loading")]  # (wall clock, state) at each change
+        self.refresh_seconds: list[tuple[float, float]] = []  # (wall clock when it finished, seconds)
+        self.problems: list[str] = []
+        self.exceptions = 0  # st.exception elements the server sent
+        self.loaded: float | None = None  # wall clock of the first finished run
+        self._page_hash = ""
+        self._fragments: dict[str, float] = {}  # fragment id -> interval, as the last full run asked
+        self._asked: dict[str, float] = {}  # auto_rerun messages of the run under way
+        self._pending: float | None = None  # perf_counter when the fragment rerun in flight was sent
+        self._socket = None
+        self._closed = asyncio.Event()
+
+    async def run(self) -> None:
+        import websockets
+
+        try:
+            async with websockets.connect(self.url, subprotocols=["streamlit"], max_size=None,
+                                          open_timeout=120, ping_interval=None) as socket:
+                self._socket = socket
+                await self._rerun()
+                poller = asyncio.create_task(self._poll())
+                try:
+                    async for data in socket:
+                        self._receive(data)
+                finally:
+                    poller.cancel()
+        except Exception as error:  # a refused or dropped connection is a finding, not a crash
+            if not self._closed.is_set():
+                self.problems.append(f"connection: {type(error).__name__}: {error}")
+
+    async def press(self, key: str) -> bool:
+        """Click the keyed button (a full rerun with its trigger set); False if the page has none."""
+        widget = self.buttons.get(key)
+        if widget is None:
+            return False
+        await self._rerun(trigger=widget)
+        return True
+
+    async def close(self) -> None:
+        self._closed.set()
+        if self._socket is not None:
+            await self._socket.close()
+
+    async def _rerun(self, trigger: str | None = None, fragment: str | None = None) -> None:
+        message = BackMsg()
+        state = message.rerun_script
+        state.query_string = self.query
+        state.page_script_hash = self._page_hash
+        if trigger is not None:
+            widget = state.widget_states.widgets.add()
+            widget.id, widget.trigger_value = trigger, True
+        if fragment is not None:
+            state.fragment_id, state.is_auto_rerun = fragment, True
+            self._pending = time.perf_counter()
+        await self._socket.send(message.SerializeToString())
+
+    async def _poll(self) -> None:
+        """The page's timers: each live fragment reruns every interval, one request in flight at a time."""
+        next_due: dict[str, float] = {}
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.perf_counter()
+            for fragment, interval in list(self._fragments.items()):
+                due = next_due.setdefault(fragment, now + interval)
+                if now >= due and self._pending is None:
+                    next_due[fragment] = now + interval
+                    await self._rerun(fragment=fragment)
+            for fragment in set(next_due) - set(self._fragments):
+                del next_due[fragment]
+
+    def _receive(self, data: bytes) -> None:
+        message = ForwardMsg()
+        message.ParseFromString(data)
+        kind = message.WhichOneof("type")
+        if kind == "new_session":  # sent at the start of every run, fragment runs too
+            self._page_hash = message.new_session.page_script_hash
+            self.texts = []
+        elif kind == "auto_rerun":
+            self._asked[message.auto_rerun.fragment_id] = message.auto_rerun.interval
+        elif kind == "delta" and message.delta.WhichOneof("type") == "new_element":
+            self._element(message.delta.new_element)
+        elif kind == "script_finished":
+            self._finished(message.script_finished)
+
+    def _element(self, element) -> None:
+        kind = element.WhichOneof("type")
+        if kind == "button":
+            key = element.button.id.rsplit("-", 1)[-1]  # "$$ID-<hash>-<key>"
+            self.buttons[key] = element.button.id
+        elif kind == "markdown":
+            self.texts.append(element.markdown.body)
+        elif kind == "alert":
+            self.texts.append(element.alert.body)
+        elif kind == "exception":
+            self.exceptions += 1
+
+    def _finished(self, status) -> None:
+        if status == ForwardMsg.FINISHED_SUCCESSFULLY:  # a full run: its timers replace the page's
+            self._fragments = dict(self._asked)
+        self._asked = {}
+        if self._pending is not None:  # a fragment run that asked for a full rerun ends early: not timed
+            if status == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY:
+                self.refresh_seconds.append((time.time(), time.perf_counter() - self._pending))
+            self._pending = None
+        if self.loaded is None and status == ForwardMsg.FINISHED_SUCCESSFULLY:
+            self.loaded = time.time()
+        state = read_state(self.texts)
+        self.texts = []
+        if state and state != self.state:
+            self.state = state
+            self.log.append((time.time(), state))
+
+
+def read_state(texts: list[str]) -> str | None:
+    """The page's state in words, as benchmarks/classroom.py's browser recorder reads it."""
+    found = None
+    for text in texts:
+        plain = text.replace("*", "")
+        match = PROGRESS.search(plain)
+        if match:
+            return f"{match[3]} {match[1]} {match[2]}"
+        match = AHEAD.search(plain)
+        if match:
+            found = f"queued {match[1]}"
+        elif "you are next" in plain:
+            found = "queued 0"
+        elif plain.startswith("Press Start to train"):
+            found = found or "idle"
+    return found
