@@ -29,15 +29,13 @@ from hypothesis import strategies as hs
 from streamlit.testing.v1 import AppTest
 
 from bnviz import data, runfile
-from bnviz.config import (ACTIVATIONS, ARCHS, DATASETS, INITS, LIMITS, NORM_POSITIONS, NORMS, OPTIMIZERS, SCHEDULES,
-                          RunConfig, field_names, field_type)
+from bnviz.config import LIMITS, RunConfig, field_names
 from bnviz.presets import DEFAULT_PRESET, PRESETS
+from test_config import CHOICES, field_strategy  # a valid value of each field (tests/ is on sys.path)
 from ui import controls, session
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 RUN_TIMEOUT_S = 60  # the first rerun of a fresh interpreter imports torch and loads MNIST
-CHOICES = {"dataset": DATASETS, "arch": ARCHS, "activation": ACTIVATIONS, "norm": NORMS,
-           "norm_position": NORM_POSITIONS, "init": INITS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 WIDGET_KINDS = ("radio", "selectbox", "select_slider", "slider", "number_input", "toggle")
 TEXT_KINDS = ("title", "header", "markdown", "caption", "info", "warning", "error", "success", "toast")
 MARKUP = ("<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "[click](javascript:alert(1))",
@@ -124,19 +122,10 @@ def assert_valid(config: RunConfig) -> None:
     assert RunConfig(**config.to_dict()) == config  # validated again from scratch
 
 
-def valid_value(name: str):
-    if name in CHOICES:
-        return hs.sampled_from(CHOICES[name])
-    low, high = LIMITS[name]
-    if field_type(name) == "int":
-        return hs.integers(low, high)
-    return hs.floats(low, high, allow_nan=False)
-
-
 @hs.composite
 def valid_settings(draw) -> dict:
     names = draw(hs.lists(hs.sampled_from(field_names()), unique=True, max_size=8))
-    return {name: draw(valid_value(name)) for name in names}
+    return {name: draw(field_strategy(name)) for name in names}
 
 
 def query_text(value) -> str:
