@@ -51,9 +51,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import serverctl  # noqa: E402  (after the path is set, so the script runs from anywhere)
 from benchmarks.streamclient import StreamClient  # noqa: E402
+from ui.session import REAP_SECONDS  # noqa: E402  (how often the server sweeps for abandoned runs)
 
 ARTIFACTS = ROOT / "test-artifacts"
-REAP_SECONDS = 5.0  # ui/session.py sweeps for abandoned runs this often
 DISCONNECTED_SESSION_TTL = 120.0  # Streamlit keeps a closed tab's session_state this long (its default)
 PAGE_LOAD_TIMEOUT_S = 240  # thirty pages at once on a fresh 2-core server
 CLICK_TIMEOUT_S = 60

@@ -219,7 +219,8 @@ def tracebacks(log: str) -> list[Traceback]:
             if following and not following[0].isspace():  # the exception line ends the block
                 break
         text = "\n".join(block)
-        found.append(Traceback(text, block[-1], f'File "{REPO_ROOT}/' in text,
+        in_app = any(f'File "{REPO_ROOT}/{part}' in text for part in ("app.py", "ui/", "bnviz/"))  # not a .venv here
+        found.append(Traceback(text, block[-1], in_app,
                                all(marker in text for marker in UPSTREAM_DISCONNECT)))
     return found
 

@@ -150,11 +150,12 @@ class StreamClient:
 def read_state(texts: list[str]) -> str | None:
     """The page's state in words, as benchmarks/classroom.py's browser recorder reads it."""
     found = None
+    reaped = any("stopped because the page stopped checking" in text for text in texts)
     for text in texts:
         plain = text.replace("*", "")
         match = PROGRESS.search(plain)
         if match:
-            return f"{match[3]} {match[1]} {match[2]}"
+            return f"{'reaped' if reaped else match[3]} {match[1]} {match[2]}"
         match = AHEAD.search(plain)
         if match:
             found = f"queued {match[1]}"

@@ -299,11 +299,14 @@ def check_claims(name: str, runs: Runs) -> list[ClaimResult]:
 
 
 def check_snapshots(name: str, snapshots) -> list[ClaimResult] | None:
-    """The claims on live runs (the app's reproduce view): None unless the snapshots hold one
-    finished, paused or stopped run for each of the reproduction's norms."""
+    """The claims on live runs (the app's reproduce view): None unless the snapshots hold a
+    finished, paused, stopped or diverged run for each of the reproduction's norms (a run
+    with another norm is left out: the claims do not compare it)."""
     if name not in REPRODUCTIONS:
         return None
-    runs = {snapshot.config.norm: snapshot for snapshot in snapshots if snapshot.status in ("finished", "paused", "stopped")}
-    if set(runs) != set(get_reproduction(name).norms) or len(runs) != len(snapshots):
+    norms = get_reproduction(name).norms
+    runs = {snapshot.config.norm: snapshot for snapshot in snapshots
+            if snapshot.config.norm in norms and snapshot.status in ("finished", "paused", "stopped", "diverged")}
+    if set(runs) != set(norms):
         return None
     return check_claims(name, {norm: from_snapshot(snapshot) for norm, snapshot in runs.items()})

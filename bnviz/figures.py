@@ -7,7 +7,7 @@ view: one run; several: a comparison with shared bin edges, colour scale and ste
 The heatmaps follow fastai's "colorful dimension" (Deep Learning for Coders, ch. 13): x is
 the step, y the activation value on a signed axis, colour log(1 + count). Colours are sent
 as uint8 levels so Plotly ships them as a compact base64 typed array; layouts are plain
-dicts because ``make_subplots`` costs ~50 ms per call and a live page redraws twice a second.
+dicts because ``make_subplots`` costs ~50 ms per call and a live page redraws 2.5 times a second.
 """
 
 from __future__ import annotations

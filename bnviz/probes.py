@@ -3,14 +3,15 @@
 A hook does one thing on the training hot path: keep a reference to the nonlinearity's
 input (no copy, no statistics). After backward, one ``_foreach_copy_`` puts every layer's
 batch into the next row of a preallocated ring: copying inside each hook cost ~25 us a
-layer in view bookkeeping, a tenth of a step of the BN paper's MLP. The trainer turns a
-full ring into statistics in one batch (``bnviz.stats``) on its own thread. A separate
-reducer thread was measured and was no faster (0.79x the plain loop against 0.88x inline
-without BN, 0.80x against 0.82x with BN, 12 rounds): its many short torch calls fought
-training for the GIL. Inline, a run is also one thread, which a shared server counts. (The
-fastai CNN, whose big tensors release the GIL, did gain from the thread on an idle second
-core: 17-20 against 14 steps/s. A class on a shared server has no idle core.) Post-activations are not copied: they are
-the nonlinearity applied to what is in the ring.
+layer in view bookkeeping, a tenth of a step of the BN paper's MLP. The trainer turns the
+ring into statistics in one batch (``bnviz.stats``) on its own thread, at each publish or
+when the ring is full. A separate reducer thread was measured and was no faster (0.79x the
+plain loop against 0.88x inline without BN, 0.80x against 0.82x with BN, 12 rounds): its
+many short torch calls fought training for the GIL. Inline, a run is also one thread, which
+a shared server counts. (The fastai CNN, whose big tensors release the GIL, did gain from
+the thread on an idle second core: 17-20 against 14 steps/s. A class on a shared server has
+no idle core.) Post-activations are not copied: they are the nonlinearity applied to what
+is in the ring.
 
 ``ActivationProbe`` is a context manager (as fastai's ``Hooks``): it always removes its
 hooks on exit, also on an exception, and removing twice is harmless.

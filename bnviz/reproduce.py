@@ -182,15 +182,12 @@ def _train_job(job: _Job) -> tuple[float, float]:
     """Train one run, write its run file; runs in a worker process or thread.
 
     Returns (wall seconds, CPU seconds): the CPU time of the whole worker process (the
-    trainer's and its reducer's threads, importing torch); NaN in a thread, whose process
-    is shared with the other runs.
+    trainer thread, importing torch); NaN in a thread, whose process is shared with the
+    other runs.
     """
     started, cpu_started = time.perf_counter(), time.process_time()
-    import torch
+    from bnviz.trainer import Trainer  # imports torch: only the workers need it (one torch thread: Trainer._run)
 
-    from bnviz.trainer import Trainer  # imports torch: only the workers need it
-
-    torch.set_num_threads(1)
     messages, stop = _worker.messages, _worker.stop
     config = RunConfig.from_dict(job.config)
     trainer = Trainer(config, job.data_dir).start()

@@ -57,7 +57,7 @@ def decimate(columns: dict, max_columns: int) -> dict:
     return merge_runs(columns, np.arange(0, size, group))
 
 
-def run_view(snapshot: Snapshot, upto: int | None = None, max_columns: int = MAX_COLUMNS, title: str = "",
+def run_view(snapshot: Snapshot, upto: int | None = None, max_columns: int = MAX_COLUMNS,
              kinds: tuple[str, ...] = ("pre", "post")) -> RunView:
     """The snapshot's columns with steps <= ``upto`` (all if None): heatmaps of ``kinds`` at most
     ``max_columns`` wide, lines at most LINE_POINTS long."""
@@ -74,7 +74,7 @@ def run_view(snapshot: Snapshot, upto: int | None = None, max_columns: int = MAX
     seen = snapshot.accuracy_steps <= limit
     config = snapshot.config
     return RunView(
-        title=title or NORM_LABELS[config.norm],
+        title=NORM_LABELS[config.norm],
         color=RUN_COLORS[config.norm],
         activation=config.activation,
         layer_names=snapshot.layer_names,

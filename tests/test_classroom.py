@@ -2,8 +2,8 @@
 
 A short, bounded version of ``benchmarks/classroom.py`` for CI. One server for the module
 (``benchmarks/serverctl.py``: ``streamlit run app.py`` on a free loopback port, its threads
-named so /proc can count trainers: one ``bnviz-trainer-*`` thread per live run, whatever
-helper threads a run has), with BNVIZ_MAX_RUNNING=2 and a short idle timeout (15 s), so a
+named so /proc can count trainers: one ``bnviz-trainer-*`` thread per live run, a run is
+one thread), with BNVIZ_MAX_RUNNING=2 and a short idle timeout (15 s), so a
 closed tab's run is reaped within seconds. Streamlit keeps a closed tab's session for 120 s
 by default; the server here keeps it 2 s, so that the memory a session held can be seen
 coming back within the test. Pages are real Chromium contexts (``conftest.browser``); a

@@ -222,3 +222,20 @@ def test_claims_on_live_snapshots_match_the_claims_on_their_run_files(tmp_path):
         runs[snapshot.config.norm] = read_run(tmp_path / f"{snapshot.config.norm}.json")
     assert [claim.line for claim in live] == [claim.line for claim in check_claims("ioffe-fig1", runs)]
     assert len(live) == len(REPRODUCTIONS["ioffe-fig1"].claims)
+
+
+def test_live_claims_leave_out_a_run_they_do_not_compare_and_check_a_diverged_one():
+    configs = configs_for("ioffe-fig1", steps=40, overrides={"eval_every": 20})
+    extra = configs["none"].replace(norm="noisy-batchnorm")  # the app adds the chosen norm to the pair
+    diverging = configs["none"].replace(activation="relu", init="gaussian", init_sigma=1.0, lr=10.0, depth=5)
+    trainers = [Trainer(config).start() for config in (*configs.values(), extra, diverging)]
+    for trainer in trainers:
+        assert trainer.join(60)
+    none, bn, noisy, diverged = (trainer.snapshot() for trainer in trainers)
+    assert diverged.status == "diverged"
+    with_extra = check_snapshots("ioffe-fig1", [none, bn, noisy])
+    assert [c.line for c in with_extra] == [c.line for c in check_snapshots("ioffe-fig1", [none, bn])]
+    assert check_snapshots("ioffe-fig1", [bn, noisy]) is None  # no run without BN: nothing to compare
+    checked = check_snapshots("ioffe-fig1", [diverged, bn])  # its norm is "none": it ended, so it is judged
+    assert checked is not None and len(checked) == len(REPRODUCTIONS["ioffe-fig1"].claims)
+

@@ -16,8 +16,9 @@ import streamlit as st
 
 from bnviz.config import (ACTIVATIONS, DATASETS, INITS, LIMITS, NORM_POSITIONS, NORMS, OPTIMIZERS, SCHEDULES,
                           RunConfig, field_names)
-from bnviz.views import NORM_LABELS
 from bnviz.presets import DEFAULT_PRESET, PRESETS, Preset
+from bnviz.views import NORM_LABELS
+from ui.session import SERVER_PARAM
 
 LOG_GRID = tuple(float(f"{m}e{e}") for e in range(-4, 1) for m in range(1, 10)) + (10.0,)  # 1e-4 .. 10: 1, 2, .. 9 per decade
 WIDTHS = (8, 16, 32, 50, 64, 100, 128, 200, 256, 512, 1024)
@@ -65,7 +66,7 @@ def read_query(params: dict[str, str]) -> Choice:
     preset = PRESETS[name]
     changes = {}
     for key, text in params.items():
-        if key in ("preset", "compare", "hide", "server"):  # server: ui/session.py's run marker
+        if key in ("preset", "compare", "hide", SERVER_PARAM):
             continue
         if key not in field_names():
             warnings.append(f"URL parameter {plain(key)} is not a setting; ignored")

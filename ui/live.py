@@ -30,7 +30,7 @@ SLOW_FIGURES = ("saturation", "unit_percentiles", "grad_norms")
 SLOW_SECONDS = 1.0  # while training these redraw at most once a second: Streamlit redraws a changed chart
 #                     from scratch, and the browser's drawing was the bottleneck (benchmarks/bench_app.py)
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
-TRAINING_CONFIG = {"staticPlot": True}  # a chart redrawn twice a second cannot be zoomed or hovered anyway;
+TRAINING_CONFIG = {"staticPlot": True}  # a chart redrawn 2.5 times a second cannot be zoomed or hovered anyway;
 #                                         static ones draw ~30% faster. Paused or finished: interactive again.
 KINDS = {"pre": "input to the activation", "post": "output of the activation"}
 
@@ -59,7 +59,7 @@ def _live(expected: str, choice: Choice) -> None:
         st.info("Press **Start** to train. " + explain.INTRO)
         return
     _progress(snapshots)
-    _reproduction(snapshots, choice, current)
+    _reproduction(snapshots, choice)
     if entry is None and not all(s.done for s in snapshots):
         st.warning("This run was stopped because the page stopped checking on it for a while (a tab in the "
                    "background?). Its pictures are kept; press Start to train again.")
@@ -98,9 +98,9 @@ def _progress(snapshots) -> None:
             st.error(f"{title + ': ' if title else ''}{snapshot.message}. The pictures show everything up to then.")
 
 
-def _reproduction(snapshots, choice: Choice, current: str) -> None:
+def _reproduction(snapshots, choice: Choice) -> None:
     """A paper preset's reproduce view: the published result, and each of its claims checked
-    on these runs' recorded data (bnviz.reproduce, as the CLI's report does)."""
+    on these runs' recorded data (bnviz.claims, the same code as the CLI's report)."""
     preset = choice.preset
     if preset.name not in claims.REPRODUCTIONS or len(snapshots) < 2:
         return
@@ -109,16 +109,22 @@ def _reproduction(snapshots, choice: Choice, current: str) -> None:
         note = (f" These runs are {snapshots[0].config.steps:,} steps long; the preset's are "
                 f"{preset.config.steps:,}, so a claim may not show yet.")
     st.caption(f"**Reproduce view.** {preset.source}: {preset.published}{note}")
-    results = _claims(preset.name, snapshots) if current in ("paused", "done") else None
-    if results is None:
+    settled = all(s.done or s.status == "paused" for s in snapshots)
+    results = _claims(preset.name, snapshots) if settled else None
+    if not settled:
         st.caption("Each published claim is checked on these runs' data once every run has finished or is paused.")
+    elif results is None:
+        norms = ", ".join(NORM_LABELS[norm] for norm in claims.get_reproduction(preset.name).norms)
+        st.caption(f"The published claims compare {norms}; these runs do not hold one of each that trained "
+                   "(one ended in an error, or the server ran fewer runs), so they are not checked.")
     for claim in results or ():
         (st.success if claim.holds else st.warning)(claim.line)
 
 
 def _claims(name: str, snapshots) -> list | None:
     """check_snapshots, computed once per set of snapshot versions (it converts whole histories)."""
-    state, key = st.session_state, (name, tuple((s.config, s.version) for s in snapshots))
+    state = st.session_state
+    key = (state.get("run_id", 0), name, tuple((s.config, s.version) for s in snapshots))
     cached = state.get("claims")
     if cached is None or cached[0] != key:
         cached = state.claims = (key, claims.check_snapshots(name, snapshots))

@@ -33,9 +33,9 @@ REAP_SECONDS = 5.0  # sweep for closed tabs this often: well inside the idle tim
 ENV_MAX_RUNNING = "BNVIZ_MAX_RUNNING"
 ENV_IDLE_TIMEOUT = "BNVIZ_IDLE_TIMEOUT"
 SERVER_PARAM = "server"  # the URL parameter that says which server a page's runs are on
-RESTARTED = ("The server restarted since this page's run started (an update, a redeploy or a crash), so "
-             "that run is gone: runs live only in the server's memory. Your settings are kept in the link; "
-             "press **Start** to train again.")
+RESTARTED = ("The server restarted since this link's run started (an update, a redeploy or a crash), so "
+             "that run is gone: runs live only in the server's memory. The settings are kept in the link; "
+             "press **Start** to train.")
 
 # Warm up at import: torch loads some modules lazily on the first optimizer, which stalled
 # the first trainers of a fresh server for seconds (streamlit-notes.md). No model is built.
