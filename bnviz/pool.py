@@ -20,7 +20,8 @@ from bnviz.config import RunConfig
 from bnviz.trainer import Trainer
 
 DEFAULT_MAX_RUNNING = 4  # trainers at once: ~2 per core keeps each page fluid
-DEFAULT_IDLE_TIMEOUT = 60.0  # seconds without a poll before a run is taken for abandoned
+DEFAULT_IDLE_TIMEOUT = 50.0  # seconds without a poll before a run is taken for abandoned: with the
+#                             reaper's 5 s sweep, a closed tab's trainer stops within a minute
 DEFAULT_QUEUE_TIMEOUT = 5.0  # a queued page polls every second (ui/live.py): five missed polls, probably closed
 
 

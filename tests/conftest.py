@@ -28,7 +28,7 @@ VIEWPORT = {"width": 1400, "height": 1800}
 @pytest.fixture(scope="session")
 def streamlit_server():
     """Base URL of ``streamlit run app.py`` served from the repo root for the whole session."""
-    # Each test closes its tab; bnviz keeps a closed tab's runs for BNVIZ_IDLE_TIMEOUT (60 s by
+    # Each test closes its tab; bnviz keeps a closed tab's runs for BNVIZ_IDLE_TIMEOUT (50 s by
     # default), holding trainer slots and CPU the next tests need. 10 s: well above the live
     # page's 0.4-2 s polling, well below a test's length.
     with serverctl.Server({"BNVIZ_IDLE_TIMEOUT": "10"}, log_path=ARTIFACTS / "streamlit-server.log") as server:

@@ -7,7 +7,7 @@ one thread), with BNVIZ_MAX_RUNNING=2 and a short idle timeout (15 s), so a
 closed tab's run is reaped within seconds. Streamlit keeps a closed tab's session for 120 s
 by default; the server here keeps it 2 s, so that the memory a session held can be seen
 coming back within the test. Pages are real Chromium contexts (``conftest.browser``); a
-page's state is read from its own words (``classroom.STATE_JS``); twelve more sessions speak
+page's state is read from its own words (``browserclient.STATE_JS``); twelve more sessions speak
 Streamlit's websocket protocol without a browser (``benchmarks/streamclient.py``).
 
 Checked: every session gets its page; two train and advance; the rest say how many are ahead
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from benchmarks import classroom, serverctl
+from benchmarks import browserclient, classroom_report, serverctl
 from benchmarks.streamclient import StreamClient
 from bnviz.pool import DEFAULT_QUEUE_TIMEOUT
 from ui.live import REFRESH_SECONDS
@@ -59,7 +59,7 @@ class Tab:
     page: object
 
     def state(self) -> tuple[str, int | None, int | None]:
-        return classroom.parse(self.page.evaluate(classroom.STATE_JS))
+        return classroom_report.parse(self.page.evaluate(browserclient.STATE_JS))
 
     def wait(self, done, what: str, timeout_ms: int = SETTLE_MS):
         """Poll the page's state in the browser's time until ``done(state)``; returns the state."""
@@ -87,9 +87,9 @@ class Tab:
 
     def first_seen(self, kind: str) -> float:
         """Wall-clock time at which the page first showed a state of this kind, by its own 100 ms recorder
-        (``classroom.RECORDER_JS``): the driver, slow on a busy box, may look much later."""
+        (``browserclient.RECORDER_JS``): the driver, slow on a busy box, may look much later."""
         log = self.page.evaluate("() => window.__classroom.log")
-        return next(ms / 1000 for ms, state in log if classroom.parse(state)[0] == kind)
+        return next(ms / 1000 for ms, state in log if classroom_report.parse(state)[0] == kind)
 
     def texts(self, kind: str) -> list[str]:
         return self.page.get_by_test_id(kind).all_inner_texts()
@@ -117,8 +117,8 @@ def tabs(browser, server, request):
         """All asked for at once (pages load in parallel, as a class's do), then each waited for."""
         new = []
         for query in queries:
-            context = browser.new_context(viewport=classroom.VIEWPORT)
-            context.add_init_script(classroom.RECORDER_JS)
+            context = browser.new_context(viewport=browserclient.VIEWPORT)
+            context.add_init_script(browserclient.RECORDER_JS)
             new.append(Tab(context, context.new_page()))
             new[-1].page.goto(f"{server.url}/?{query}", wait_until="commit")
         opened.extend(new)
@@ -156,8 +156,8 @@ def wait_server(server, done, what: str, timeout_s: float):
 def threads_back(server, baseline) -> None:
     """Wait until the server's own threads (all but Streamlit's AnyIO pool) are no more than at baseline."""
     names = ", ".join(sorted(serverctl.thread_names(server.pid)))
-    wait_server(server, lambda u: classroom.own_threads(u) <= classroom.own_threads(baseline),
-                f"threads back to baseline ({classroom.own_threads(baseline)} without the AnyIO pool; "
+    wait_server(server, lambda u: classroom_report.own_threads(u) <= classroom_report.own_threads(baseline),
+                f"threads back to baseline ({classroom_report.own_threads(baseline)} without the AnyIO pool; "
                 f"threads when the wait began: {names})", THREADS_BACK_S)
 
 
@@ -170,7 +170,7 @@ def no_tracebacks(server) -> None:
 @pytest.fixture(scope="module")
 def baseline(server, browser):
     """The server after one page trained briefly and closed: torch imported, MNIST loaded, pool made."""
-    context = browser.new_context(viewport=classroom.VIEWPORT)
+    context = browser.new_context(viewport=browserclient.VIEWPORT)
     tab = Tab(context, context.new_page())
     tab.page.goto(f"{server.url}/?{LONG}")
     loaded(tab)
@@ -180,7 +180,7 @@ def baseline(server, browser):
     tab.wait(lambda s: s[0] == "idle", "the reset")
     context.close()
     wait_server(server, lambda u: u.trainer_threads == 0, "the warm-up run to end", REAPED_WITHIN)
-    return classroom.settle_threads(server)
+    return classroom_report.settle_threads(server)
 
 
 def test_five_sessions_two_train_the_rest_queue_and_closed_tabs_are_reaped(server, baseline, tabs):

@@ -12,7 +12,7 @@ the same URL, into a new session) finds another id there and says that its run w
 Deployers set the limits with environment variables (on Streamlit Community Cloud,
 root-level secrets become environment variables):
     BNVIZ_MAX_RUNNING   trainers at once for the whole server (default 4)
-    BNVIZ_IDLE_TIMEOUT  seconds without a poll before a tab's runs are stopped (default 60)
+    BNVIZ_IDLE_TIMEOUT  seconds without a poll before a tab's runs are stopped (default 50)
 """
 
 from __future__ import annotations
