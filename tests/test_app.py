@@ -16,6 +16,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from bnviz import claims, runfile
+from bnviz.pool import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING
 from bnviz.presets import DEFAULT_PRESET, PRESETS
 from ui import controls, session
 
@@ -296,5 +297,5 @@ def test_a_full_server_queues_and_says_how_many_are_ahead(app, monkeypatch):
 
 def test_bad_limits_in_the_environment_keep_the_defaults():
     max_running, idle, problems = session.limits({session.ENV_MAX_RUNNING: "zero", session.ENV_IDLE_TIMEOUT: "1"})
-    assert (max_running, idle) == (4, 60.0)
+    assert (max_running, idle) == (DEFAULT_MAX_RUNNING, DEFAULT_IDLE_TIMEOUT) == (4, 50.0)
     assert len(problems) == 2
