@@ -19,6 +19,7 @@ from bnviz import claims, runfile
 from bnviz.pool import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING
 from bnviz.presets import DEFAULT_PRESET, PRESETS
 from ui import controls, session
+from ui.charts import serialized_once
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 LONG = "200000"  # steps: still training while the test looks
@@ -299,3 +300,20 @@ def test_bad_limits_in_the_environment_keep_the_defaults():
     max_running, idle, problems = session.limits({session.ENV_MAX_RUNNING: "zero", session.ENV_IDLE_TIMEOUT: "1"})
     assert (max_running, idle) == (DEFAULT_MAX_RUNNING, DEFAULT_IDLE_TIMEOUT) == (4, 50.0)
     assert len(problems) == 2
+
+
+def test_a_chart_serializes_its_figure_once_and_sends_the_same_json():
+    import numpy as np
+    import plotly.graph_objects as go
+    import plotly.io
+    import plotly.tools
+
+    def sent(figure):  # what st.plotly_chart puts on the wire (Streamlit 1.67)
+        return plotly.io.to_json(plotly.tools.return_figure_from_figure_or_data(figure, True), validate=False)
+
+    figure = go.Figure(go.Heatmap(z=np.arange(48 * 30, dtype=np.uint8).reshape(48, 30)))
+    expected = sent(figure)
+    once = serialized_once(figure)
+    assert once is figure and once.to_dict() is once.to_dict()  # computed once, kept
+    assert sent(once) == sent(once) == expected
+
