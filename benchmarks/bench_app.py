@@ -83,7 +83,13 @@ class Proxy(threading.Thread):
 
 
 def in_process_refresh(depth: int, steps: int) -> dict:
-    """Median ms to build the five figures from a long 8-layer history, and to serialize them."""
+    """Median ms of the live view's server work from a long 8-layer history, in this process.
+
+    Two measures: every figure built and serialized once (the first refresh of a page), and a
+    refresh as the live page makes it (``ui/live.py``, ``ui/charts.py``): the heatmaps and the
+    loss built anew, the three slow charts kept, ten charts serialized (two slots each) of
+    which the unchanged ones were serialized before (``charts.serialized_once``).
+    """
     import plotly.io
     import plotly.tools
 
@@ -91,20 +97,25 @@ def in_process_refresh(depth: int, steps: int) -> dict:
     from bnviz.config import RunConfig
     from bnviz.trainer import Trainer
     from bnviz.views import column_budget, run_view
+    from ui.charts import serialized_once
 
     trainer = Trainer(RunConfig(depth=depth, steps=steps)).start()
     trainer.join()
     snapshot = trainer.snapshot()
 
+    def views():
+        return [run_view(snapshot, None, column_budget(depth), kinds=("pre",))]
+
     def build():
-        views = [run_view(snapshot, None, column_budget(depth), kinds=("pre",))]
-        return [figures.heatmaps(views), figures.saturation(views), figures.loss_accuracy(views),
-                figures.unit_percentiles(views), figures.grad_norms(views)]
+        drawn = views()
+        return [figures.heatmaps(drawn), figures.loss_accuracy(drawn), figures.saturation(drawn),
+                figures.unit_percentiles(drawn), figures.grad_norms(drawn)]
 
     def serialize(drawn):  # what st.plotly_chart does with a go.Figure
         return [plotly.io.to_json(plotly.tools.return_figure_from_figure_or_data(f, True), validate=False) for f in drawn]
 
-    build_ms, send_ms, sizes = [], [], []
+    build_ms, send_ms, live_ms, sizes = [], [], [], []
+    shown = [serialized_once(f) for f in build()]
     for _ in range(15):
         start = time.perf_counter()
         drawn = build()
@@ -112,8 +123,14 @@ def in_process_refresh(depth: int, steps: int) -> dict:
         sizes = [len(text) for text in serialize(drawn)]
         build_ms.append((middle - start) * 1000)
         send_ms.append((time.perf_counter() - middle) * 1000)
+        start = time.perf_counter()
+        fresh = [serialized_once(f) for f in (figures.heatmaps(views()), figures.loss_accuracy(views()))]
+        serialize(fresh + shown[:2] + shown[2:] * 2)  # new and previous slot; slow charts in both slots
+        live_ms.append((time.perf_counter() - start) * 1000)
+        shown[:2] = fresh
     return {"columns": len(snapshot.column("steps")), "build_ms": statistics.median(build_ms),
-            "serialize_ms": statistics.median(send_ms), "payload_kb": sum(sizes) / 1000}
+            "serialize_ms": statistics.median(send_ms), "payload_kb": sum(sizes) / 1000,
+            "live_ms": statistics.median(live_ms)}
 
 
 def headless_rate(depth: int, seconds: float) -> float:
@@ -322,6 +339,9 @@ def main() -> None:
         ("server refresh, in process (build + serialize)", f"{refresh_ms:.1f} ms "
          f"({local['build_ms']:.1f} + {local['serialize_ms']:.1f}; {local['columns']} columns -> "
          f"{local['payload_kb']:.0f} KB JSON)", f"<= {GOALS['refresh_ms']} ms", refresh_ms <= GOALS["refresh_ms"]),
+        ("server refresh, in process, as the live page makes it", f"{local['live_ms']:.1f} ms "
+         "(2 figures built, 10 charts sent, unchanged ones serialized once)", f"<= {GOALS['refresh_ms']} ms",
+         local["live_ms"] <= GOALS["refresh_ms"]),
         ("server refresh, live (request -> finished)", f"{on['server_ms']:.0f} ms", "", None),
         ("bytes/s per live session on the wire", f"{on['wire_kbps']:.1f} KB/s", f"< {GOALS['wire_kbps']} KB/s",
          on["wire_kbps"] < GOALS["wire_kbps"]),
