@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import serverctl  # noqa: E402  (after the path is set, so the script runs from anywhere)
 from benchmarks.browserclient import (CLICK_TIMEOUT_S, PAGE_LOAD_TIMEOUT_S, STATE_JS, open_page,  # noqa: E402
                                       press, wait_loaded)
-from benchmarks.classroom_report import (ARTIFACTS, loadavg, ms, parse, percentile, report_load,  # noqa: E402
+from benchmarks.classroom_report import (loadavg, ms, parse, percentile, report_load,  # noqa: E402
                                          report_soak, settle_threads, summarize)
 from benchmarks.streamclient import StreamClient  # noqa: E402
 from bnviz.pool import DEFAULT_IDLE_TIMEOUT  # noqa: E402
@@ -58,14 +58,31 @@ from ui.session import REAP_SECONDS  # noqa: E402  (how often the server sweeps 
 DISCONNECTED_SESSION_TTL = 120.0  # Streamlit keeps a closed tab's session_state this long (its default)
 
 
+def _server(args, log_name: str) -> serverctl.Server:
+    """The server with the limits the arguments ask for, its log in test-artifacts/."""
+    env = {"BNVIZ_IDLE_TIMEOUT": str(args.idle_timeout)}
+    if args.max_running:
+        env["BNVIZ_MAX_RUNNING"] = str(args.max_running)
+    return serverctl.Server(env=env, log_path=serverctl.ARTIFACTS / log_name)
+
+
+def watch_after_close(server, args, closed_at: float, samples: list) -> list:
+    """(seconds after closing, Usage) every second to the end of the settle time: a queued entry
+    of a closed tab can still be admitted (and start a trainer) until the reaper drops it."""
+    after = []
+    deadline = closed_at + max(args.settle, args.idle_timeout + REAP_SECONDS + 30)
+    while time.time() < deadline:
+        time.sleep(1.0)  # no session left to serve
+        after.append((time.time() - closed_at, server.usage()))
+        samples.append((closed_at + after[-1][0], after[-1][1]))
+    return after
+
+
 def load(args) -> int:
     """N pages press Start and stay; then all close. Prints the figures; returns the number of errors."""
     from playwright.sync_api import sync_playwright
 
-    env = {"BNVIZ_IDLE_TIMEOUT": str(args.idle_timeout)}
-    if args.max_running:
-        env["BNVIZ_MAX_RUNNING"] = str(args.max_running)
-    server = serverctl.Server(env=env, log_path=ARTIFACTS / "classroom-server.log")
+    server = _server(args, "classroom-server.log")
     url_query = f"/?steps={args.steps}"
     samples = []  # (wall clock, Usage)
     started = time.time()
@@ -129,14 +146,7 @@ def load(args) -> int:
             closed_at = time.time()
             for session in sessions:
                 session.context.close()
-            # Watched to the end of the settle time: a queued entry of a closed tab can still be
-            # admitted (and start a trainer) until the reaper drops it.
-            after = []  # (seconds after closing, Usage)
-            deadline = closed_at + max(args.settle, args.idle_timeout + REAP_SECONDS + 30)
-            while time.time() < deadline:
-                time.sleep(1.0)  # no page left to wait on
-                after.append((time.time() - closed_at, server.usage()))
-                samples.append((closed_at + after[-1][0], after[-1][1]))
+            after = watch_after_close(server, args, closed_at, samples)
             settled = server.usage()
         finally:
             browser.close()
@@ -175,10 +185,7 @@ def load_stream(args) -> int:
     """The load mode with protocol clients: the same steps and figures as ``load``, no browser."""
     import asyncio
 
-    env = {"BNVIZ_IDLE_TIMEOUT": str(args.idle_timeout)}
-    if args.max_running:
-        env["BNVIZ_MAX_RUNNING"] = str(args.max_running)
-    server = serverctl.Server(env=env, log_path=ARTIFACTS / "classroom-server.log")
+    server = _server(args, "classroom-server.log")
     with server:
         return asyncio.run(_stream_class(args, server))
 
@@ -248,12 +255,7 @@ async def _stream_class(args, server) -> int:
     for session in sessions:
         await session.client.close()
     await asyncio.gather(*tasks)
-    after = []
-    deadline = closed_at + max(args.settle, args.idle_timeout + REAP_SECONDS + 30)
-    while time.time() < deadline:
-        await asyncio.sleep(1.0)
-        after.append((time.time() - closed_at, server.usage()))
-        samples.append((closed_at + after[-1][0], after[-1][1]))
+    after = watch_after_close(server, args, closed_at, samples)  # every connection is closed: blocking is fine
     settled = server.usage()
     return report_load(args, sessions, samples, cold, baseline, end_usage, settled, after,
                        exceptions, server.log(), clicked_at, started)
@@ -263,10 +265,7 @@ def soak(args) -> int:
     """One page trains ``--soak-steps`` steps to the end; memory and refresh sampled all along."""
     from playwright.sync_api import sync_playwright
 
-    env = {"BNVIZ_IDLE_TIMEOUT": str(args.idle_timeout)}
-    if args.max_running:
-        env["BNVIZ_MAX_RUNNING"] = str(args.max_running)
-    server = serverctl.Server(env=env, log_path=ARTIFACTS / "classroom-soak-server.log")
+    server = _server(args, "classroom-soak-server.log")
     rows = [("t s", "step", "steps/s", "RSS MB", "threads", "progress p50/p95", "refresh p50/p95")]
     points = []  # (t, step, rss, interval p50, refresh p50)
     with server, sync_playwright() as playwright:

@@ -11,8 +11,6 @@ from pathlib import Path
 from benchmarks import serverctl
 from ui.session import REAP_SECONDS  # how often the server sweeps for abandoned runs
 
-ARTIFACTS = serverctl.REPO_ROOT / "test-artifacts"
-
 
 def percentile(values, q: float) -> float:
     """The q-th percentile (0-100) by linear interpolation; NaN for no values."""
@@ -210,7 +208,7 @@ def report_load(args, sessions, samples, cold, baseline, end_usage, settled, aft
         kind = "upstream websocket close" if traceback.upstream_disconnect else "APP" if traceback.in_app else "other"
         print(f"server traceback ({kind}): {traceback.last_line[:160]}")
     if found:
-        print("server log:", ARTIFACTS / "classroom-server.log")
+        print("server log:", serverctl.ARTIFACTS / "classroom-server.log")
     return errors
 
 

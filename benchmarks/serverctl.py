@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO_ROOT / "test-artifacts"  # logs and screenshots of servers and browsers (gitignored)
 HOST = "127.0.0.1"  # loopback only: nothing started here is reachable from outside
 START_TIMEOUT_S = 90  # healthy after ~2 s on an idle box; generous for a loaded one
 STOP_TIMEOUT_S = 15

@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ and the app are folders, not i
 
 from benchmarks import serverctl  # noqa: E402
 
-ARTIFACTS = REPO_ROOT / "test-artifacts"
+ARTIFACTS = serverctl.ARTIFACTS
 FAILED = pytest.StashKey[bool]()  # set on a test whose body failed
 # Streamlit scrolls its main area inside the page, so a "full page" screenshot is only the
 # viewport: tall enough to show the heatmaps and the charts under them.

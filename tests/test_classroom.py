@@ -34,7 +34,7 @@ from bnviz.pool import DEFAULT_QUEUE_TIMEOUT
 from ui.live import REFRESH_SECONDS
 from ui.session import ENV_IDLE_TIMEOUT, ENV_MAX_RUNNING, REAP_SECONDS
 
-ARTIFACTS = serverctl.REPO_ROOT / "test-artifacts"
+ARTIFACTS = serverctl.ARTIFACTS
 MAX_RUNNING = 2
 IDLE_TIMEOUT = 15.0  # short, yet above the stalls an open page can have on a busy 2-core box (5 and 10 s reaped open tabs here)
 SESSION_TTL = 2  # server.disconnectedSessionTTL: Streamlit's default is 120 s
