@@ -172,6 +172,13 @@ def report_load(args, sessions, samples, cold, baseline, end_usage, settled, aft
         ("server RSS end of load", f"{end_usage.rss_mb:.0f} MB", ""),
         ("server RSS after close", f"{settled.rss_mb:.0f} MB",
          f"{args.settle:.0f} s after every tab closed"),
+        ("server + runs PSS baseline / peak / end / after close",
+         f"{baseline.total_mb:.0f} / {max(u.total_mb for u in load_samples + [end_usage]):.0f} / "
+         f"{end_usage.total_mb:.0f} / {settled.total_mb:.0f} MB",
+         "runs train in child processes: PSS of the server, fork server and runs (shared pages once)"),
+        ("run processes peak / end / after close", f"{max(u.run_processes for u in load_samples)} / "
+                                                   f"{end_usage.run_processes} / {settled.run_processes}",
+         "named bnviz-run"),
         ("threads baseline / peak / end of load", f"{baseline.threads} / {max(u.threads for u in load_samples)} / "
                                                   f"{end_usage.threads}", "/proc Threads, all"),
         ("  trainer threads peak / end", f"{max(u.trainer_threads for u in load_samples)} / "
@@ -187,7 +194,9 @@ def report_load(args, sessions, samples, cold, baseline, end_usage, settled, aft
         ("threads (w/o AnyIO pool) back to baseline", "never" if own_back is None else f"{own_back:.0f} s",
          f"{own_threads(baseline)} at baseline; {own_threads(settled)} at the end"),
         ("threads all, after close", f"{settled.threads}", f"{settled.worker_threads} of them idle AnyIO workers"),
-        ("server CPU during load", f"{cpu_share(during):.0%} of one core", "/proc utime+stime"),
+        ("server CPU during load", f"{cpu_share(during):.0%} of one core", "/proc utime+stime, the web server"),
+        ("server + runs CPU during load", f"{cpu_share(during, total=True):.0%} of one core",
+         "the web server, the fork server and its runs, ended ones included"),
         ("machine load average (1 min) at the end", loadavg(), "other work on this machine skews every figure"),
         ("wall time", f"{time.time() - started:.0f} s", ""),
     ]
@@ -221,11 +230,14 @@ def wide_table(rows) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def cpu_share(samples: list[tuple[float, serverctl.Usage]]) -> float:
-    """The server's CPU seconds per wall second between the first and last sample (1.0 = one core busy)."""
+def cpu_share(samples: list[tuple[float, serverctl.Usage]], total: bool = False) -> float:
+    """CPU seconds per wall second between the first and last sample (1.0 = one core busy): the
+    server process's, or with ``total`` the server's and its run processes' together."""
     if len(samples) < 2 or samples[-1][0] <= samples[0][0]:
         return math.nan
-    return (samples[-1][1].cpu_s - samples[0][1].cpu_s) / (samples[-1][0] - samples[0][0])
+    (start, first), (end, last) = samples[0], samples[-1]
+    used = last.total_cpu_s - first.total_cpu_s if total else last.cpu_s - first.cpu_s
+    return used / (end - start)
 
 
 def report_soak(args, points, before, final, exceptions, tracebacks) -> int:

@@ -69,13 +69,16 @@ from streamlit.web.cli import main
 sys.argv = ["streamlit", *sys.argv[1:]]
 main(prog_name="streamlit")
 """
-# One per live run: a trainer's thread is named bnviz-trainer-<id> (bnviz/trainer.py).
+# One per live run: a trainer's thread is named bnviz-trainer-<id> (bnviz/trainer.py), and so is
+# the thread that listens to a run in a child process (bnviz/process.py).
 TRAINER_THREAD = "bnviz-trainer-"
+RUN_PROCESS = "bnviz-run"  # a run's child process names itself so (bnviz/process.py)
 
 
 @dataclass(frozen=True)
 class Usage:
-    """One reading of a process's /proc/<pid>/status, /proc/<pid>/stat and its threads' names."""
+    """One reading of a server's /proc/<pid>/status, /proc/<pid>/stat and its threads' names, and
+    of every process it started: runs train in child processes (the fork server's children)."""
 
     rss_mb: float  # VmRSS: resident memory now
     peak_rss_mb: float  # VmHWM: the highest VmRSS so far
@@ -83,6 +86,9 @@ class Usage:
     cpu_s: float  # user + system CPU time so far
     trainer_threads: int  # threads named bnviz-trainer-*: live runs
     worker_threads: int  # Streamlit's AnyIO worker pool: grows with load, shrinks when idle
+    run_processes: int  # live processes named bnviz-run: runs training
+    total_mb: float  # proportional memory (PSS) of the server and all it started: shared pages counted once
+    total_cpu_s: float  # CPU time of the server and all it started, ended runs included
 
 
 def thread_names(pid: int) -> list[str]:
@@ -96,18 +102,57 @@ def thread_names(pid: int) -> list[str]:
 
 
 def usage(pid: int) -> Usage:
+    """``pid`` leads its process group (``Server`` starts it so): the group is all it started."""
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
         fields[key] = value.split()
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    ticks = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": field 3 onwards
     clock = os.sysconf("SC_CLK_TCK")
     names = thread_names(pid)
+    own = _stat(pid)
+    runs, total_mb, total_ticks = 0, _pss_mb(pid), int(own[11]) + int(own[12])
+    for other in _pids():
+        stat = _stat(other)
+        if other == pid or stat is None or int(stat[2]) != pid:  # not the server's, or ended while we looked
+            continue
+        runs += _comm(other) == RUN_PROCESS and stat[0] not in "ZX"
+        total_mb += _pss_mb(other)
+        total_ticks += sum(int(t) for t in stat[11:15])  # its own and its reaped children's (ended runs)
     return Usage(rss_mb=int(fields["VmRSS"][0]) / 1024, peak_rss_mb=int(fields["VmHWM"][0]) / 1024,
-                 threads=int(fields["Threads"][0]), cpu_s=(int(ticks[11]) + int(ticks[12])) / clock,
+                 threads=int(fields["Threads"][0]), cpu_s=(int(own[11]) + int(own[12])) / clock,
                  trainer_threads=sum(name.startswith(TRAINER_THREAD) for name in names),
-                 worker_threads=sum(name.startswith("AnyIO worker") for name in names))
+                 worker_threads=sum(name.startswith("AnyIO worker") for name in names),
+                 run_processes=runs, total_mb=total_mb, total_cpu_s=total_ticks / clock)
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat from field 3 (state) on: [0] state, [2] process group, [11:15] CPU ticks."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 class Server:

@@ -7,7 +7,10 @@ and is told its place. Owners prove they are still there by polling (``get``); o
 the next in line. A queued owner silent for ``queue_timeout`` seconds is passed over when a
 slot frees (it keeps its place, and starts on its next ``get`` if a slot is free then), so
 a tab closed while waiting does not take a slot and train for nobody until it is reaped.
-Nothing here blocks: ``stop`` only sets a flag, threads end on their own.
+Nothing here blocks: ``stop`` only sets a flag, runs end on their own.
+
+A run is a ``Trainer`` (a thread) by default; the app passes ``TrainerProcess`` (a child process
+with the same methods) so that its pages' work does not slow training (``bnviz.process``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from bnviz.config import RunConfig
+from bnviz.process import TrainerProcess
 from bnviz.trainer import Trainer
 
 DEFAULT_MAX_RUNNING = 4  # trainers at once: ~2 per core keeps each page fluid
@@ -31,7 +35,7 @@ class Entry:
 
     owner: str
     configs: tuple[RunConfig, ...]
-    trainers: tuple[Trainer, ...] = ()  # empty while queued
+    trainers: tuple[Trainer | TrainerProcess, ...] = ()  # empty while queued
     last_seen: float = field(default_factory=time.monotonic)
     paused: bool = False  # start paused when admitted
 
@@ -44,13 +48,15 @@ class RunPool:
     """Thread-safe registry of runs keyed by owner."""
 
     def __init__(self, max_running: int = DEFAULT_MAX_RUNNING, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                 data_dir: str | None = None, clock=time.monotonic, queue_timeout: float = DEFAULT_QUEUE_TIMEOUT):
+                 data_dir: str | None = None, clock=time.monotonic, queue_timeout: float = DEFAULT_QUEUE_TIMEOUT,
+                 make_trainer: type[Trainer] | type[TrainerProcess] = Trainer):
         if max_running < 1:
             raise ValueError(f"max_running must be at least 1 (got {max_running})")
         self.max_running = max_running
         self.idle_timeout = idle_timeout
         self.queue_timeout = queue_timeout
         self.data_dir = data_dir
+        self.make_trainer = make_trainer
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}  # insertion order is the queue order
@@ -150,7 +156,8 @@ class RunPool:
                 continue
             if self._busy() + len(entry.configs) > self.max_running:
                 return
-            entry.trainers = tuple(Trainer(config, self.data_dir).start(paused=entry.paused) for config in entry.configs)
+            entry.trainers = tuple(self.make_trainer(config, self.data_dir).start(paused=entry.paused)
+                                   for config in entry.configs)
 
 
 def _stop(entry: Entry) -> None:

@@ -7,7 +7,7 @@ are read-only views (see ``bnviz.history``), so a snapshot costs no copy and nev
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Mapping
 
@@ -57,3 +57,17 @@ class Snapshot:
 
     def column(self, name: str) -> np.ndarray:
         return self.columns.get(name, EMPTY)
+
+    def __reduce__(self):
+        """Pickles as its fields (a run in another process sends its snapshots down a pipe);
+        a MappingProxyType does not pickle, so ``columns`` travels as a dict."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["columns"] = dict(self.columns)
+        return _unpickled, (values,)
+
+
+def _unpickled(values: dict) -> Snapshot:
+    """A Snapshot from its pickled fields, read-only again as the trainer made it."""
+    for array in (*values["columns"].values(), *(v for v in values.values() if isinstance(v, np.ndarray))):
+        array.flags.writeable = False
+    return Snapshot(**{**values, "columns": MappingProxyType(values["columns"])})

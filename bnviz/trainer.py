@@ -83,11 +83,9 @@ class Trainer:
 
     def set_lr(self, lr: float) -> None:
         """Change the learning rate from the next step on; it is marked on the timeline."""
-        low, high = LIMITS["lr"]
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and low <= lr <= high):
-            raise ValueError(f"lr must be between {low:g} and {high:g} (got {lr!r})")
+        lr = checked_lr(lr)
         with self._wake:
-            self._pending_lr = float(lr)
+            self._pending_lr = lr
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread to end; True if it has."""
@@ -258,6 +256,14 @@ class Trainer:
             landscape_steps=landscape_steps,
             landscape=landscape_values,
         )
+
+
+def checked_lr(lr) -> float:
+    """A live learning rate within the config's limits, or a ValueError that says them."""
+    low, high = LIMITS["lr"]
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and low <= lr <= high):
+        raise ValueError(f"lr must be between {low:g} and {high:g} (got {lr!r})")
+    return float(lr)
 
 
 def onecycle_factor(progress: float) -> float:

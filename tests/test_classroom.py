@@ -2,8 +2,8 @@
 
 A short, bounded version of ``benchmarks/classroom.py`` for CI. One server for the module
 (``benchmarks/serverctl.py``: ``streamlit run app.py`` on a free loopback port, its threads
-named so /proc can count trainers: one ``bnviz-trainer-*`` thread per live run, a run is
-one thread), with BNVIZ_MAX_RUNNING=2 and a short idle timeout (15 s), so a
+named so /proc can count trainers: a live run is one ``bnviz-run`` process and one
+``bnviz-trainer-*`` thread in the server that listens to it), with BNVIZ_MAX_RUNNING=2 and a short idle timeout (15 s), so a
 closed tab's run is reaped within seconds. Streamlit keeps a closed tab's session for 120 s
 by default; the server here keeps it 2 s, so that the memory a session held can be seen
 coming back within the test. Pages are real Chromium contexts (``conftest.browser``); a
@@ -12,7 +12,7 @@ Streamlit's websocket protocol without a browser (``benchmarks/streamclient.py``
 
 Checked: every session gets its page; two train and advance; the rest say how many are ahead
 and start when a slot frees (Reset, or a tab closed mid-run), and a tab closed while queued
-does not take a slot; no exception anywhere; after all tabs close the trainer threads end,
+does not take a slot; no exception anywhere; after all tabs close the run processes and threads end,
 the server's threads come back to baseline and memory stops growing; a diverging run and a
 run whose trainer raises say so on their own page only; a server restart loses the live run
 and the page says so and how to start again; twelve protocol sessions pressing Start at once
@@ -179,7 +179,7 @@ def baseline(server, browser):
     tab.press("reset")
     tab.wait(lambda s: s[0] == "idle", "the reset")
     context.close()
-    wait_server(server, lambda u: u.trainer_threads == 0, "the warm-up run to end", REAPED_WITHIN)
+    wait_server(server, lambda u: u.trainer_threads == u.run_processes == 0, "the warm-up run to end", REAPED_WITHIN)
     return classroom_report.settle_threads(server)
 
 
@@ -191,7 +191,8 @@ def test_five_sessions_two_train_the_rest_queue_and_closed_tabs_are_reaped(serve
     assert "1 ahead of you" in " ".join(class_[3].texts("stAlert"))
     for tab in class_[:2]:
         tab.advancing()
-    assert server.usage().trainer_threads == MAX_RUNNING  # the queued sessions have no thread
+    usage = server.usage()  # the queued sessions have no thread and no process
+    assert (usage.trainer_threads, usage.run_processes) == (MAX_RUNNING, MAX_RUNNING)
 
     class_[0].press("reset")  # a slot frees: the first in line starts, the others move up
     class_[2].advancing()
@@ -212,7 +213,7 @@ def test_five_sessions_two_train_the_rest_queue_and_closed_tabs_are_reaped(serve
         tab.wait(lambda s: s[0] == "idle", "the reset")
     for tab in class_:
         tab.context.close()
-    wait_server(server, lambda u: u.trainer_threads == 0, "every trainer to end", SETTLE_MS / 1000)
+    wait_server(server, lambda u: u.trainer_threads == u.run_processes == 0, "every trainer to end", SETTLE_MS / 1000)
     threads_back(server, baseline)
     no_tracebacks(server)
 
@@ -244,7 +245,7 @@ def test_twelve_protocol_sessions_are_all_served_in_turn(server, baseline):
     queued = [client for client in clients if any(state.startswith("queued") for _, state in client.log)]
     assert len(queued) >= len(clients) - MAX_RUNNING
     assert max(int(state.split()[1]) for c in queued for _, state in c.log if state.startswith("queued")) >= 5
-    wait_server(server, lambda u: u.trainer_threads == 0, "every run to end", SETTLE_MS / 1000)
+    wait_server(server, lambda u: u.trainer_threads == u.run_processes == 0, "every run to end", SETTLE_MS / 1000)
     no_tracebacks(server)
 
 
@@ -291,15 +292,15 @@ def test_threads_and_memory_come_back_after_many_sessions(server, baseline, tabs
         for tab in round_:
             tab.wait(lambda s: s[0] == "idle", "the reset")
             tab.context.close()
-        wait_server(server, lambda u: u.trainer_threads == 0, "every trainer to end", REAPED_WITHIN)
+        wait_server(server, lambda u: u.trainer_threads == u.run_processes == 0, "every trainer to end", REAPED_WITHIN)
         threads_back(server, baseline)
         if number in (0, ROUNDS - 1):
             time.sleep(SESSION_TTL + 2)  # Streamlit drops the closed sessions and what they held
             ends.append(server.usage())
-    growth = ends[-1].rss_mb - ends[0].rss_mb
+    growth = ends[-1].total_mb - ends[0].total_mb  # the server's and the fork server's: runs have ended
     assert growth < MEMORY_GROWTH_MB, (
-        f"RSS grew {growth:.0f} MB over {ROUNDS - 1} more rounds of sessions that all ended "
-        f"(baseline {baseline.rss_mb:.0f} MB; after the first and the last {[round(u.rss_mb) for u in ends]} MB)")
+        f"memory (PSS) grew {growth:.0f} MB over {ROUNDS - 1} more rounds of sessions that all ended "
+        f"(baseline {baseline.total_mb:.0f} MB; after the first and the last {[round(u.total_mb) for u in ends]} MB)")
     no_tracebacks(server)
 
 

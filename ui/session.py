@@ -25,8 +25,8 @@ import uuid
 from dataclasses import dataclass, field
 
 import streamlit as st
-import torch
 
+from bnviz import process
 from bnviz.pool import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING, RunPool
 
 REAP_SECONDS = 5.0  # sweep for closed tabs this often: well inside the idle timeout
@@ -36,11 +36,6 @@ SERVER_PARAM = "server"  # the URL parameter that says which server a page's run
 RESTARTED = ("The server restarted since this link's run started (an update, a redeploy or a crash), so "
              "that run is gone: runs live only in the server's memory. The settings are kept in the link; "
              "press **Start** to train.")
-
-# Warm up at import: torch loads some modules lazily on the first optimizer, which stalled
-# the first trainers of a fresh server for seconds (streamlit-notes.md). No model is built.
-torch.set_num_threads(1)  # every trainer is one thread on one core; the server shares a few cores
-torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
 
 @dataclass
@@ -84,7 +79,8 @@ def shared() -> Shared:
     max_running, idle_timeout, problems = limits()
     for problem in problems:  # for the deployer, in the server log
         logging.getLogger("bnviz").warning(problem)
-    runs = Shared(RunPool(max_running, idle_timeout), threading.Event())
+    process.warm_up()  # the fork server imports torch now (~4 s), not when the first visitor presses Start
+    runs = Shared(RunPool(max_running, idle_timeout, make_trainer=process.TrainerProcess), threading.Event())
     threading.Thread(target=_reap, args=(runs,), name="bnviz-reaper", daemon=True).start()
     return runs
 

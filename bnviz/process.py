@@ -1,0 +1,163 @@
+"""TrainerProcess: a Trainer in a process of its own, driven with the Trainer's methods.
+
+Why a process: threads of one process share the GIL. On a server, the pages' refreshes
+(figures built and serialized, Streamlit's own work) held it a third of every second, and a
+trainer thread beside them lost as much: 0.62x the steps/s of a Trainer alone
+(``benchmarks/bench_app.py``). A process has an interpreter of its own and trains on its own core.
+
+1. The child runs an ordinary ``Trainer``; it sends each new Snapshot down a pipe (one per
+   publish, every ``PUBLISH_INTERVAL`` at most) and does the commands that come up it.
+2. In the parent, a thread named like a trainer thread keeps the latest snapshot and ends
+   when the child has: a live run is one such thread, as with in-process trainers.
+3. Children fork from a fork server that imported torch and bnviz once (``warm_up``, and
+   ``bnviz.warm``), so a run starts in tens of ms instead of the seconds a fresh torch takes,
+   and a child does not inherit a web server's threads and sockets as a plain fork would.
+4. A child whose parent is gone (the pipe closes) stops its run and exits: nothing trains
+   for nobody. A child that dies (killed, out of memory) ends its run as "error", saying so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import multiprocessing.forkserver
+import signal
+import threading
+import time
+from dataclasses import replace
+
+from bnviz.config import RunConfig
+from bnviz.snapshot import Snapshot
+from bnviz.trainer import Trainer, checked_lr
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+# What the fork server imports once for every run: the main module first (a child re-runs it
+# otherwise, as multiprocessing does), then a warm torch, the default data and the engine.
+PRELOAD = ["__main__", "bnviz.warm", "bnviz.process"]
+COMMANDS = ("pause", "resume", "step", "stop", "set_lr")  # the Trainer methods a parent may call
+SEND_POLL = 0.02  # seconds between the child's looks for a new snapshot: a small part of PUBLISH_INTERVAL
+PROCESS_NAME = b"bnviz-run"  # the child's name in ps and /proc, so a server's runs can be counted
+
+
+def warm_up() -> None:
+    """Start the fork server now (it imports torch, ~1-2 s), not when the first visitor presses Start."""
+    _CONTEXT.set_forkserver_preload(PRELOAD)
+    multiprocessing.forkserver.ensure_running()
+
+
+class TrainerProcess:
+    """One run in a child process. ``start()`` it, control it from any thread, read ``snapshot()``."""
+
+    def __init__(self, config: RunConfig, data_dir: str | None = None):
+        self.config = config
+        self.data_dir = data_dir
+        self._snapshot = Snapshot(config=config, lr=config.lr)
+        self._conn, self._child_conn = _CONTEXT.Pipe()
+        self._send_lock = threading.Lock()  # commands come from several page threads
+        self._process = None
+        self._listener = threading.Thread(target=self._listen, name=f"bnviz-trainer-{id(self):x}", daemon=True)
+
+    def start(self, paused: bool = False) -> TrainerProcess:
+        warm_up()  # a no-op once the fork server runs
+        self._process = _CONTEXT.Process(target=_serve, args=(self.config, self.data_dir, paused, self._child_conn),
+                                         name="bnviz-run", daemon=True)
+        self._process.start()
+        self._child_conn.close()  # the child holds its end: EOF here means the child is gone
+        self._listener.start()
+        return self
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot  # a reference swap is atomic: no lock needed to read
+
+    def pause(self) -> None:
+        self._send("pause")
+
+    def resume(self) -> None:
+        self._send("resume")
+
+    def step(self, count: int = 1) -> None:
+        """While paused, train ``count`` more steps and publish them."""
+        self._send("step", count)
+
+    def stop(self) -> None:
+        """Ask the run to end after its current step; returns at once (safe on an event loop)."""
+        self._send("stop")
+
+    def set_lr(self, lr: float) -> None:
+        """Change the learning rate from the next step on; it is marked on the timeline."""
+        self._send("set_lr", checked_lr(lr))
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the run to end and its last snapshot to arrive; True if it has."""
+        if self._listener.is_alive():
+            self._listener.join(timeout)
+        return not self._listener.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._listener.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _send(self, *command) -> None:
+        with self._send_lock:
+            try:
+                self._conn.send(command)
+            except OSError:  # the child has ended: nothing left to control
+                pass
+
+    def _listen(self) -> None:
+        try:
+            while True:
+                self._snapshot = self._conn.recv()
+        except (EOFError, OSError):  # the child closed its end: it is ending
+            pass
+        self._process.join()
+        self._conn.close()
+        if not self._snapshot.done:  # it died before its last word
+            self._snapshot = replace(
+                self._snapshot, status="error", version=self._snapshot.version + 1,
+                message=f"the training process ended unexpectedly at step {self._snapshot.step} "
+                        f"(exit code {self._process.exitcode}); its statistics up to then are kept")
+
+
+def _serve(config: RunConfig, data_dir: str | None, paused: bool, conn) -> None:
+    """The child's main: train, send every new snapshot, obey commands until the run ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the server's terminal: the parent ends us
+    _name_process(PROCESS_NAME)
+    trainer = Trainer(config, data_dir).start(paused=paused)
+    threading.Thread(target=_obey, args=(trainer, conn), name="bnviz-commands", daemon=True).start()
+    sent = -1
+    try:
+        while True:
+            snapshot = trainer.snapshot()
+            if snapshot.version != sent:
+                conn.send(snapshot)
+                sent = snapshot.version
+            if snapshot.done:
+                break
+            time.sleep(SEND_POLL)
+    except OSError:  # the parent is gone
+        trainer.stop()
+    trainer.join()
+    conn.close()
+
+
+def _obey(trainer: Trainer, conn) -> None:
+    try:
+        while True:
+            name, *args = conn.recv()
+            if name in COMMANDS:
+                getattr(trainer, name)(*args)
+    except (EOFError, OSError):  # the parent is gone: nobody watches this run
+        trainer.stop()
+
+
+def _name_process(name: bytes) -> None:
+    try:
+        ctypes.CDLL(None).prctl(15, name, 0, 0, 0)  # PR_SET_NAME (Linux); elsewhere the name stays
+    except (OSError, AttributeError):
+        pass
+

@@ -1,0 +1,16 @@
+"""Import this module to pay torch's first-use costs once, before anyone waits for them.
+
+torch loads some of its modules lazily on the first optimizer: ~2 s on this machine, which
+stalled the first runs of a fresh server (``../shared/streamlit-notes.md``). The app's server
+imports this at start, and so does the fork server that runs start from (``bnviz.process``),
+so every child inherits a warm torch and the default dataset, shared copy-on-write.
+"""
+
+import torch
+
+from bnviz.config import RunConfig
+from bnviz.data import load_dataset
+
+torch.set_num_threads(1)  # first, so that no thread pool exists when the fork server forks
+torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+load_dataset(RunConfig().dataset)
