@@ -115,6 +115,15 @@ class RunConfig:
         return self.replace(**changes)
 
 
+def checked_lr(lr) -> float:
+    """A live learning rate within the limits, or a ValueError that says them (a run's rate
+    changes while it trains: ``Trainer.set_lr``)."""
+    low, high = LIMITS["lr"]
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and low <= lr <= high):
+        raise ValueError(f"lr must be between {low:g} and {high:g} (got {lr!r})")
+    return float(lr)
+
+
 def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in fields(RunConfig))
 

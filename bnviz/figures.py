@@ -17,7 +17,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from bnviz.stats import DEAD_ACTIVATIONS, SATURATION_THRESHOLD
+from bnviz.saturation import DEAD_ACTIVATIONS, SATURATION_THRESHOLD
 from bnviz.views import RunView
 
 LEVELS = 255  # colour levels: one uint8 per cell

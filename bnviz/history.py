@@ -13,10 +13,12 @@ views that never change afterwards: snapshots share memory with the history, no 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bnviz.stats import StepStats
+if TYPE_CHECKING:  # a type only: the page merges columns too (bnviz.views), without torch
+    from bnviz.stats import StepStats
 
 CAPACITY = 1024  # columns kept: about one per pixel of a wide chart; 200,000 steps merge 256 to a column
 SERIES_CAPACITY = 2048  # points kept of a sampled series (test accuracy, landscape) before thinning

@@ -19,9 +19,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from bnviz.config import RunConfig
-from bnviz.process import TrainerProcess
-from bnviz.trainer import Trainer
+
+if TYPE_CHECKING:  # both import at run time only where they run: a server of processes never loads torch
+    from bnviz.process import TrainerProcess
+    from bnviz.trainer import Trainer
 
 DEFAULT_MAX_RUNNING = 4  # trainers at once: ~2 per core keeps each page fluid
 DEFAULT_IDLE_TIMEOUT = 50.0  # seconds without a poll before a run is taken for abandoned: with the
@@ -49,13 +53,17 @@ class RunPool:
 
     def __init__(self, max_running: int = DEFAULT_MAX_RUNNING, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                  data_dir: str | None = None, clock=time.monotonic, queue_timeout: float = DEFAULT_QUEUE_TIMEOUT,
-                 make_trainer: type[Trainer] | type[TrainerProcess] = Trainer):
+                 make_trainer: type[Trainer] | type[TrainerProcess] | None = None):
         if max_running < 1:
             raise ValueError(f"max_running must be at least 1 (got {max_running})")
         self.max_running = max_running
         self.idle_timeout = idle_timeout
         self.queue_timeout = queue_timeout
         self.data_dir = data_dir
+        if make_trainer is None:
+            from bnviz.trainer import Trainer  # imports torch
+
+            make_trainer = Trainer
         self.make_trainer = make_trainer
         self._clock = clock
         self._lock = threading.Lock()

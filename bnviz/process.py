@@ -26,14 +26,14 @@ import threading
 import time
 from dataclasses import replace
 
-from bnviz.config import RunConfig
+from bnviz.config import RunConfig, checked_lr
 from bnviz.snapshot import Snapshot
-from bnviz.trainer import Trainer, checked_lr
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 # What the fork server imports once for every run: the main module first (a child re-runs it
-# otherwise, as multiprocessing does), then a warm torch, the default data and the engine.
-PRELOAD = ["__main__", "bnviz.warm", "bnviz.process"]
+# otherwise, as multiprocessing does), then a warm torch, the default data and the trainer.
+# The parent never imports torch for its runs: a web server whose runs are processes saves it.
+PRELOAD = ["__main__", "bnviz.warm", "bnviz.trainer", "bnviz.process"]
 COMMANDS = ("pause", "resume", "step", "stop", "set_lr")  # the Trainer methods a parent may call
 SEND_POLL = 0.02  # seconds between the child's looks for a new snapshot: a small part of PUBLISH_INTERVAL
 PROCESS_NAME = b"bnviz-run"  # the child's name in ps and /proc, so a server's runs can be counted
@@ -125,6 +125,8 @@ class TrainerProcess:
 
 def _serve(config: RunConfig, data_dir: str | None, paused: bool, conn) -> None:
     """The child's main: train, send every new snapshot, obey commands until the run ends."""
+    from bnviz.trainer import Trainer  # already imported by the fork server (PRELOAD)
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the server's terminal: the parent ends us
     _name_process(PROCESS_NAME)
     trainer = Trainer(config, data_dir).start(paused=paused)
@@ -145,7 +147,7 @@ def _serve(config: RunConfig, data_dir: str | None, paused: bool, conn) -> None:
     conn.close()
 
 
-def _obey(trainer: Trainer, conn) -> None:
+def _obey(trainer, conn) -> None:
     try:
         while True:
             name, *args = conn.recv()

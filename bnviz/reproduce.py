@@ -2,8 +2,8 @@
 
 ``run_reproduction(name)`` trains one run per ``norm`` value of a reproduction
 (``bnviz.claims``), at most one per core at a time, writes each run file
-(docs/run-format.md), reads them back, checks the claims and writes ``report.html`` and
-``summary.txt`` (bnviz.report).
+(docs/run-format.md), checks the claims on the runs as the files hold them and writes
+``report.html`` and ``summary.txt`` (bnviz.report).
 
 Runs train in separate processes by default. Threads do not use both cores: a Trainer's
 per-step Python work holds the GIL, and in a process that has loaded numpy its BLAS threads
@@ -29,7 +29,7 @@ from typing import Callable, Mapping
 
 from bnviz.claims import ClaimResult, check_claims, configs_for, get_reproduction, setup_facts
 from bnviz.config import RunConfig
-from bnviz.runfile import read_run, write_run
+from bnviz.runfile import write_run
 
 Progress = Callable[[str, int, int, str], None]  # (norm, step, steps, status)
 
@@ -46,7 +46,7 @@ class Result:
     name: str
     out_dir: Path
     run_files: dict[str, Path]  # norm -> run file
-    runs: dict[str, dict]  # norm -> run file content (read back)
+    runs: dict[str, dict]  # norm -> run file content, as read_run returns it
     run_seconds: dict[str, float]  # norm -> training wall time, start-up included
     run_cpu_seconds: dict[str, float]  # norm -> CPU time of the run's worker process, or thread
     claims: list[ClaimResult]
@@ -85,9 +85,8 @@ def run_reproduction(name: str, steps: int | None = None, out_dir=".", progress:
     paths = {norm: out / f"{name}-{norm}.json" for norm in configs}
     workers = workers or default_workers(len(configs))
     started = time.perf_counter()
-    seconds, cpu_seconds = _train_all(configs, paths, parallel, workers, data_dir, progress or (lambda *args: None))
+    runs, seconds, cpu_seconds = _train_all(configs, paths, parallel, workers, data_dir, progress or (lambda *args: None))
     train_seconds = time.perf_counter() - started
-    runs = {norm: read_run(path) for norm, path in paths.items()}
     claims = check_claims(name, runs)
     summary = out / "summary.txt"
     summary.write_text("".join(claim.line + "\n" for claim in claims), encoding="utf-8")
@@ -110,8 +109,9 @@ class _Job:
 
 
 def _train_all(configs: dict[str, RunConfig], paths: dict[str, Path], parallel: str, workers: int,
-               data_dir: str | None, progress: Progress) -> tuple[dict[str, float], dict[str, float]]:
-    """Train every config, ``workers`` at a time; returns each run's wall and CPU seconds."""
+               data_dir: str | None, progress: Progress) -> tuple[dict[str, dict], dict[str, float], dict[str, float]]:
+    """Train every config, ``workers`` at a time; returns each run (as its file holds it) and
+    its wall and CPU seconds."""
     jobs = [_Job(norm, config.to_dict(), str(paths[norm]), data_dir) for norm, config in configs.items()]
     # Ctrl-C reaches only this process's main thread (workers ignore SIGINT, so an idle one cannot
     # die and break the pool); it sets `stop`, and each worker stops its run and saves what it recorded.
@@ -139,7 +139,8 @@ def _train_all(configs: dict[str, RunConfig], paths: dict[str, Path], parallel: 
         timings = {job.norm: future.result() for job, future in zip(jobs, pending) if not future.cancelled()}
     if interrupted and len(timings) < len(jobs):
         raise KeyboardInterrupt  # a run never started: there is no pair to compare
-    return ({norm: wall for norm, (wall, _) in timings.items()}, {norm: cpu for norm, (_, cpu) in timings.items()})
+    return ({norm: run for norm, (run, _, _) in timings.items()}, {norm: wall for norm, (_, wall, _) in timings.items()},
+            {norm: cpu for norm, (_, _, cpu) in timings.items()})
 
 
 def _relay(pending: list, messages, progress: Progress) -> None:
@@ -178,12 +179,13 @@ def _init_worker(messages, stop, own_process: bool = True) -> None:
     _worker.messages, _worker.stop, _worker.own_process = messages, stop, own_process
 
 
-def _train_job(job: _Job) -> tuple[float, float]:
+def _train_job(job: _Job) -> tuple[dict, float, float]:
     """Train one run, write its run file; runs in a worker process or thread.
 
-    Returns (wall seconds, CPU seconds): the CPU time of the whole worker process (the
-    trainer thread, importing torch); NaN in a thread, whose process is shared with the
-    other runs.
+    Returns (the run as read_run would read the file, wall seconds, CPU seconds): the CPU time
+    of the whole worker process (the trainer thread, importing torch); NaN in a thread, whose
+    process is shared with the other runs. Handing the run back costs a pickle of a few MB of
+    arrays; reading the file back cost the parent ~1 s a run.
     """
     started, cpu_started = time.perf_counter(), time.process_time()
     from bnviz.trainer import Trainer  # imports torch: only the workers need it (one torch thread: Trainer._run)
@@ -200,7 +202,7 @@ def _train_job(job: _Job) -> tuple[float, float]:
         stop.wait(POLL_SECONDS)
     trainer.join()
     snapshot = trainer.snapshot()
-    write_run(snapshot, job.path)
+    run = write_run(snapshot, job.path)
     messages.put((job.norm, snapshot.step, config.steps, snapshot.status))
     cpu_seconds = time.process_time() - cpu_started if _worker.own_process else math.nan
-    return time.perf_counter() - started, cpu_seconds
+    return run, time.perf_counter() - started, cpu_seconds

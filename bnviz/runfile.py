@@ -93,10 +93,12 @@ def from_snapshot(snapshot: Snapshot) -> dict:
     return _validate(to_run_dict(snapshot))
 
 
-def write_run(snapshot: Snapshot, path) -> None:
-    """Write the run file; allow_nan=False guarantees standard JSON."""
-    text = json.dumps(to_run_dict(snapshot), allow_nan=False, separators=(",", ":"))
-    Path(path).write_text(text, encoding="utf-8")
+def write_run(snapshot: Snapshot, path) -> dict:
+    """Write the run file (allow_nan=False guarantees standard JSON); return the run as
+    ``read_run`` would read it back, so a caller that needs both does not parse the file again."""
+    run = to_run_dict(snapshot)
+    Path(path).write_text(json.dumps(run, allow_nan=False, separators=(",", ":")), encoding="utf-8")
+    return _validate(run)
 
 
 def read_run(path) -> dict:

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-LN19 = math.log(19)  # sigmoid(x) < 0.05 or > 0.95 exactly when |x| > ln(19) ~ 2.944
-SATURATION_THRESHOLD = {"sigmoid": LN19, "tanh": LN19 / 2}  # tanh(x) = 2 sigmoid(2x) - 1: |tanh| > 0.9
-DEAD_ACTIVATIONS = ("relu", "leaky-relu", "gelu")  # "saturated" = on the flat side, x <= 0
+from bnviz.saturation import DEAD_ACTIVATIONS, LN19, SATURATION_THRESHOLD
+
 FINE_BINS = 768  # 6 ln19 / 768 = ln19 / 128: the thresholds fall on fine-bin edges
 GROUP = 16  # 768 / 16 = 48 displayed bins, each ln19 / 8 wide
 POST_BINS = 40  # sigmoid/tanh outputs: 0.05 and 0.95 (tanh: +-0.9) are edges of 40 bins

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from bnviz import landscape
-from bnviz.config import LIMITS, RunConfig
+from bnviz.config import RunConfig, checked_lr
 from bnviz.data import BatchStream, load_dataset
 from bnviz.history import History, Series
 from bnviz.model import build_model
@@ -256,14 +256,6 @@ class Trainer:
             landscape_steps=landscape_steps,
             landscape=landscape_values,
         )
-
-
-def checked_lr(lr) -> float:
-    """A live learning rate within the config's limits, or a ValueError that says them."""
-    low, high = LIMITS["lr"]
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and low <= lr <= high):
-        raise ValueError(f"lr must be between {low:g} and {high:g} (got {lr!r})")
-    return float(lr)
 
 
 def onecycle_factor(progress: float) -> float:

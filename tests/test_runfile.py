@@ -52,8 +52,9 @@ def make_snapshot(columns: int = COLUMNS, layers: int = LAYERS) -> Snapshot:
 
 def test_round_trip_keeps_every_array_within_rounding(tmp_path):
     snapshot = make_snapshot()
-    write_run(snapshot, tmp_path / "run.json")
+    written = write_run(snapshot, tmp_path / "run.json")
     run = read_run(tmp_path / "run.json")
+    assert_same_run(written, run)  # what write_run hands back is what the file reads back as
     columns = snapshot.columns
     assert run["format"] == FORMAT and run["status"] == "diverged" and run["message"] == "diverged at step 10"
     assert RunConfig.from_dict(run["config"]) == snapshot.config
@@ -189,3 +190,21 @@ def test_csv_puts_test_accuracy_in_the_merged_column_that_covers_it():
     rows = list(csv.DictReader(io.StringIO(to_csv(snapshot))))  # columns end at steps 2, 4, 6, 8, 10
     measured = {row["step"]: row["test_accuracy"] for row in rows if row["test_accuracy"]}
     assert measured == {"4": "0.1", "10": "0.2"}  # step 11 is past the last complete column
+
+
+def assert_same_run(a, b, where="run"):
+    """Equal nested run dicts: numpy arrays equal (NaN where NaN), everything else ==."""
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_run(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_run(x, y, f"{where}[{i}]")
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype, where
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    else:
+        assert a == b, where

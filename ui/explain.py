@@ -11,7 +11,7 @@ import streamlit as st
 from bnviz.claims import REPRODUCTIONS
 from bnviz.config import RunConfig
 from bnviz.presets import Preset
-from bnviz.stats import DEAD_ACTIVATIONS, SATURATION_THRESHOLD
+from bnviz.saturation import DEAD_ACTIVATIONS, SATURATION_THRESHOLD
 
 INTRO = ("Pick a setup in the sidebar, press **Start**, and watch every hidden layer's activations "
          "while the network trains. Turn on **Compare** to run the same network with and without "
