@@ -18,6 +18,8 @@ from streamlit.testing.v1 import AppTest
 from bnviz import claims, runfile
 from bnviz.pool import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING
 from bnviz.presets import DEFAULT_PRESET, PRESETS
+from bnviz.process import TrainerProcess
+from bnviz.trainer import Trainer
 from ui import controls, session
 from ui.charts import serialized_once
 
@@ -297,9 +299,21 @@ def test_a_full_server_queues_and_says_how_many_are_ahead(app, monkeypatch):
 
 
 def test_bad_limits_in_the_environment_keep_the_defaults():
-    max_running, idle, problems = session.limits({session.ENV_MAX_RUNNING: "zero", session.ENV_IDLE_TIMEOUT: "1"})
-    assert (max_running, idle) == (DEFAULT_MAX_RUNNING, DEFAULT_IDLE_TIMEOUT) == (4, 50.0)
-    assert len(problems) == 2
+    max_running, idle, runs_in, problems = session.limits(
+        {session.ENV_MAX_RUNNING: "zero", session.ENV_IDLE_TIMEOUT: "1", session.ENV_RUNS_IN: "fibers"})
+    assert (max_running, idle, runs_in) == (DEFAULT_MAX_RUNNING, DEFAULT_IDLE_TIMEOUT, "process") == (4, 50.0, "process")
+    assert len(problems) == 3 and "BNVIZ_RUNS_IN='fibers' is not one of process, thread" in problems[2]
+
+
+@pytest.mark.parametrize("runs_in, kind", [("process", TrainerProcess), ("thread", Trainer)])
+def test_runs_train_in_processes_unless_the_deployer_says_threads(app, monkeypatch, runs_in, kind):
+    monkeypatch.setenv(session.ENV_RUNS_IN, runs_in)
+    st.cache_resource.clear()  # a new server: shared() reads the environment again
+    at = app()
+    at.button(key="step").click().run()
+    trainers = session.pool().get(owner(at)).trainers
+    assert len(trainers) == 1 and type(trainers[0]) is kind
+    assert trainers[0].snapshot().step >= 1
 
 
 def test_a_chart_serializes_its_figure_once_and_sends_the_same_json():

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bnviz.config import RunConfig
-from bnviz.process import TrainerProcess
+from bnviz.process import NICENESS, TrainerProcess
 from bnviz.trainer import Trainer
 
 WAIT = 60.0  # seconds: the first run of a session waits for the fork server to import torch
@@ -110,7 +110,7 @@ def test_a_child_stops_when_its_parent_is_gone():
     """A server killed outright leaves no run training: the pipe closes, the child exits."""
     script = ("import os, sys, time\n"
               "from bnviz.config import RunConfig\n"
-              "from bnviz.process import TrainerProcess\n"
+              "from bnviz.process import NICENESS, TrainerProcess\n"
               "if __name__ == '__main__':\n"
               f"    run = TrainerProcess(RunConfig(dataset='synthetic', depth=2, width=16, steps=200_000)).start()\n"
               "    while run.snapshot().step < 10: time.sleep(0.01)\n"
@@ -124,6 +124,13 @@ def test_a_child_stops_when_its_parent_is_gone():
     while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(pid), f"run process {pid} still running after its parent exited"
+
+
+def test_a_run_yields_the_cpu_to_its_server(runs):
+    run = runs(LONG, paused=True)
+    wait_for(run, lambda s: s.status == "paused", "the paused start")
+    fields = Path(f"/proc/{run.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    assert int(fields[16]) == min(os.nice(0) + NICENESS, 19)  # field 19 of stat: the nice value
 
 
 def test_snapshots_pickle_and_stay_read_only(runs):

@@ -13,6 +13,9 @@ Deployers set the limits with environment variables (on Streamlit Community Clou
 root-level secrets become environment variables):
     BNVIZ_MAX_RUNNING   trainers at once for the whole server (default 4)
     BNVIZ_IDLE_TIMEOUT  seconds without a poll before a tab's runs are stopped (default 50)
+    BNVIZ_RUNS_IN       "process" (default): each run trains in a child process, so the pages'
+                        work does not slow it; "thread": in the server's own process, which
+                        saves the fork server's memory (~250 MB) on a small deployment
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from bnviz.pool import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING, RunPool
 REAP_SECONDS = 5.0  # sweep for closed tabs this often: well inside the idle timeout
 ENV_MAX_RUNNING = "BNVIZ_MAX_RUNNING"
 ENV_IDLE_TIMEOUT = "BNVIZ_IDLE_TIMEOUT"
+ENV_RUNS_IN = "BNVIZ_RUNS_IN"
+RUNS_IN = ("process", "thread")  # the first is the default
 SERVER_PARAM = "server"  # the URL parameter that says which server a page's runs are on
 RESTARTED = ("The server restarted since this link's run started (an update, a redeploy or a crash), so "
              "that run is gone: runs live only in the server's memory. The settings are kept in the link; "
@@ -47,9 +52,13 @@ class Shared:
     server_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])  # new at every server start
 
 
-def limits(environ=os.environ) -> tuple[int, float, tuple[str, ...]]:
-    """(max_running, idle_timeout, problems) from the environment; a bad value keeps the default."""
+def limits(environ=os.environ) -> tuple[int, float, str, tuple[str, ...]]:
+    """(max_running, idle_timeout, runs_in, problems) from the environment; a bad value keeps the default."""
     problems = []
+    runs_in = environ.get(ENV_RUNS_IN, RUNS_IN[0])
+    if runs_in not in RUNS_IN:
+        problems.append(f"{ENV_RUNS_IN}={runs_in[:20]!r} is not one of {', '.join(RUNS_IN)}; using {RUNS_IN[0]}")
+        runs_in = RUNS_IN[0]
 
     def read(name, kind, default, low):
         text = environ.get(name)
@@ -65,7 +74,7 @@ def limits(environ=os.environ) -> tuple[int, float, tuple[str, ...]]:
             return default
 
     return (read(ENV_MAX_RUNNING, int, DEFAULT_MAX_RUNNING, 1),
-            read(ENV_IDLE_TIMEOUT, float, DEFAULT_IDLE_TIMEOUT, 5.0), tuple(problems))
+            read(ENV_IDLE_TIMEOUT, float, DEFAULT_IDLE_TIMEOUT, 5.0), runs_in, tuple(problems))
 
 
 def _release(shared: Shared) -> None:
@@ -76,11 +85,14 @@ def _release(shared: Shared) -> None:
 
 @st.cache_resource(on_release=_release, show_spinner=False)
 def shared() -> Shared:
-    max_running, idle_timeout, problems = limits()
+    max_running, idle_timeout, runs_in, problems = limits()
     for problem in problems:  # for the deployer, in the server log
         logging.getLogger("bnviz").warning(problem)
-    process.warm_up()  # the fork server imports torch now (~4 s), not when the first visitor presses Start
-    runs = Shared(RunPool(max_running, idle_timeout, make_trainer=process.TrainerProcess), threading.Event())
+    make_trainer = None  # the pool's default: a Trainer thread in this process
+    if runs_in == "process":
+        process.warm_up()  # the fork server imports torch now (~4 s), not when the first visitor presses Start
+        make_trainer = process.TrainerProcess
+    runs = Shared(RunPool(max_running, idle_timeout, make_trainer=make_trainer), threading.Event())
     threading.Thread(target=_reap, args=(runs,), name="bnviz-reaper", daemon=True).start()
     return runs
 
