@@ -302,7 +302,7 @@ def test_bad_limits_in_the_environment_keep_the_defaults():
     max_running, idle, runs_in, problems = session.limits(
         {session.ENV_MAX_RUNNING: "zero", session.ENV_IDLE_TIMEOUT: "1", session.ENV_RUNS_IN: "fibers"})
     assert (max_running, idle, runs_in) == (DEFAULT_MAX_RUNNING, DEFAULT_IDLE_TIMEOUT, "process") == (4, 50.0, "process")
-    assert len(problems) == 3 and "BNVIZ_RUNS_IN='fibers' is not one of process, thread" in problems[2]
+    assert len(problems) == 3 and "BNVIZ_RUNS_IN='fibers' is not one of process, thread" in problems[0]
 
 
 @pytest.mark.parametrize("runs_in, kind", [("process", TrainerProcess), ("thread", Trainer)])
