@@ -313,7 +313,7 @@ def test_runs_train_in_processes_unless_the_deployer_says_threads(app, monkeypat
     at.button(key="step").click().run()
     trainers = session.pool().get(owner(at)).trainers
     assert len(trainers) == 1 and type(trainers[0]) is kind
-    assert trainers[0].snapshot().step >= 1
+    wait_for(lambda: trainers[0].snapshot().step >= 1)
 
 
 def test_a_chart_serializes_its_figure_once_and_sends_the_same_json():

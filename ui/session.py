@@ -89,7 +89,9 @@ def shared() -> Shared:
     for problem in problems:  # for the deployer, in the server log
         logging.getLogger("bnviz").warning(problem)
     make_trainer = None  # the pool's default: a Trainer thread in this process
-    if runs_in == "process":
+    if runs_in == "thread":
+        import bnviz.warm  # noqa: F401  torch's first optimizer in this process, now: ~2 s the first run would wait
+    else:
         process.warm_up()  # the fork server imports torch now (~4 s), not when the first visitor presses Start
         make_trainer = process.TrainerProcess
     runs = Shared(RunPool(max_running, idle_timeout, make_trainer=make_trainer), threading.Event())
