@@ -11,8 +11,11 @@ network, timed in one run of this script:
 4. bnviz, processes: ``run_reproduction("ioffe-fig1")``, every statistic of every step
    recorded, run files written, claims checked, HTML report written;
 5. bnviz, threads: the same with both trainers as threads of one process.
-Wall times include starting processes and loading data. The goal: bnviz (4) at most 1.15x
-the plain loop's time. The machine may be shared: compare within a round, repeat rounds.
+Both two-process variants start fresh processes (spawned, importing torch), as a user's
+command does: wall times include starting them and loading data, and CPU times are this
+process's plus its ended children's (``getrusage``), start-up included. The goal: bnviz (4)
+at most 1.15x the plain loop's time. The machine may be shared: compare within a round,
+repeat rounds.
 
     python benchmarks/bench_reproduce.py [--steps 50000] [--rounds 1] [--out DIR] [--skip-threads]
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import resource
 import statistics
 import sys
 import tempfile
@@ -76,11 +80,9 @@ def plain_loop(config: RunConfig) -> tuple[float, torch.nn.Module]:
     return time.perf_counter() - start, network
 
 
-def plain_job(config_dict: dict) -> tuple[float, float]:
-    """A spawned worker's job: (wall, CPU) seconds of the plain loop of one config."""
-    cpu = time.process_time()
-    wall = plain_loop(RunConfig.from_dict(config_dict))[0]
-    return wall, time.process_time() - cpu
+def plain_job(config_dict: dict) -> float:
+    """A spawned worker's job: wall seconds of the plain loop of one config."""
+    return plain_loop(RunConfig.from_dict(config_dict))[0]
 
 
 def fused_loop(configs: list[RunConfig]) -> tuple[float, list[torch.nn.Module]]:
@@ -115,40 +117,43 @@ def check_fused_is_identical(configs: list[RunConfig]) -> None:
             assert torch.allclose(a, b, atol=1e-5), f"fused training differs for norm={config.norm}"
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its children that have ended and been waited for."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def measure(label: str, function) -> tuple[float, float]:
-    """(wall, CPU) seconds of ``function()``, which returns the CPU seconds its worker processes
-    spent (this process's own, all threads, are added); printed at once: a round takes minutes."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    elsewhere = function()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu + elsewhere
+    """(wall, CPU) seconds of ``function()``, whose worker processes have ended when it returns;
+    printed at once: a round takes minutes."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    function()
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
     print(f"    {label}: {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)
     return wall, cpu
 
 
-def run_round(configs: list[RunConfig], pool, out_dir: Path, skip_threads: bool) -> dict[str, tuple[float, float]]:
+def run_round(configs: list[RunConfig], out_dir: Path, skip_threads: bool) -> dict[str, tuple[float, float]]:
     """One measurement of every variant, interleaved plain / bnviz so a busy machine hurts both."""
     steps = configs[0].steps
     found = {}
 
-    def plain_processes() -> float:
-        return sum(cpu for _, cpu in pool.map(plain_job, [c.to_dict() for c in configs]))
+    def plain_processes() -> None:
+        with multiprocessing.get_context("spawn").Pool(len(configs)) as pool:  # fresh, as run_reproduction's
+            pool.map(plain_job, [c.to_dict() for c in configs])
+            pool.close()
+            pool.join()  # ended and waited for: their CPU is in RUSAGE_CHILDREN
 
-    def bnviz(parallel: str, out: Path) -> float:
+    def bnviz(parallel: str, out: Path) -> None:
         found[parallel] = run_reproduction("ioffe-fig1", steps=steps, out_dir=out, parallel=parallel)
-        return sum(found[parallel].run_cpu_seconds.values()) if parallel == "process" else 0.0
-
-    def in_this_process(work) -> float:
-        work()
-        return 0.0  # no worker process: this process's CPU time is all of it
 
     times = {"plain, processes": measure("plain, processes", plain_processes),
              "bnviz, processes": measure("bnviz, processes", lambda: bnviz("process", out_dir)),
-             "plain, sequential": measure("plain, sequential",
-                                          lambda: in_this_process(lambda: [plain_loop(c) for c in configs]))}
+             "plain, sequential": measure("plain, sequential", lambda: [plain_loop(c) for c in configs])}
     if not skip_threads:
         with tempfile.TemporaryDirectory() as scratch:
             times["bnviz, threads"] = measure("bnviz, threads", lambda: bnviz("thread", Path(scratch)))
-    times["plain, fused"] = measure("plain, fused", lambda: in_this_process(lambda: fused_loop(configs)))
+    times["plain, fused"] = measure("plain, fused", lambda: fused_loop(configs))
     print_claims(found["process"])
     return times
 
@@ -171,15 +176,13 @@ def main() -> None:
     check_fused_is_identical(configs)
     print(f"fused loop check: after {CHECK_STEPS} steps both networks equal their own loops' (atol 1e-5)")
     rounds = []
-    with multiprocessing.get_context("spawn").Pool(len(configs)) as pool:
-        pool.map(plain_job, [c.replace(steps=10).to_dict() for c in configs])  # start the workers, warm caches
-        with tempfile.TemporaryDirectory() as scratch:
-            for index in range(args.rounds):
-                out = Path(args.out) if args.out and index == args.rounds - 1 else Path(scratch) / f"round{index}"
-                print(f"round {index + 1}:")
-                times = run_round(configs, pool, out, args.skip_threads)
-                rounds.append(times)
-                show(times, args.steps)
+    with tempfile.TemporaryDirectory() as scratch:
+        for index in range(args.rounds):
+            out = Path(args.out) if args.out and index == args.rounds - 1 else Path(scratch) / f"round{index}"
+            print(f"round {index + 1}:")
+            times = run_round(configs, out, args.skip_threads)
+            rounds.append(times)
+            show(times, args.steps)
     if args.rounds > 1:
         print("median over rounds:")
         show({key: tuple(statistics.median(r[key][i] for r in rounds) for i in (0, 1)) for key in rounds[0]}, args.steps)

@@ -3,7 +3,8 @@
 Why a process: threads of one process share the GIL. On a server, the pages' refreshes
 (figures built and serialized, Streamlit's own work) held it a third of every second, and a
 trainer thread beside them lost as much: 0.62x the steps/s of a Trainer alone
-(``benchmarks/bench_app.py``). A process has an interpreter of its own and trains on its own core.
+(``benchmarks/bench_app.py``). A process has an interpreter of its own and trains on a core
+of its own, at a lower priority than the pages (``NICENESS``): 0.87x in the same benchmark.
 
 1. The child runs an ordinary ``Trainer``; it sends each new Snapshot down a pipe (one per
    publish, every ``PUBLISH_INTERVAL`` at most) and does the commands that come up it.
@@ -39,12 +40,12 @@ COMMANDS = ("pause", "resume", "step", "stop", "set_lr")  # the Trainer methods 
 SEND_POLL = 0.02  # seconds between the child's looks for a new snapshot: a small part of PUBLISH_INTERVAL
 PROCESS_NAME = b"bnviz-run"  # the child's name in ps and /proc, so a server's runs can be counted
 # A run yields the CPU to the web server first: on two cores, four runs at full priority made a
-# class's refreshes twice as slow (p50 502 vs 275 ms). Training takes what the pages leave.
+# class's refreshes slow (p50 502 ms; 214 ms at nice 5). Training takes what the pages leave.
 NICENESS = 5
 
 
 def warm_up() -> None:
-    """Start the fork server now (it imports torch, ~1-2 s), not when the first visitor presses Start."""
+    """Start the fork server now (it warms torch up, ~4 s here), not when the first visitor presses Start."""
     _CONTEXT.set_forkserver_preload(PRELOAD)
     multiprocessing.forkserver.ensure_running()
 

@@ -1,9 +1,10 @@
 """Import this module to pay torch's first-use costs once, before anyone waits for them.
 
 torch loads some of its modules lazily on the first optimizer: ~2 s on this machine, which
-stalled the first runs of a fresh server (``../shared/streamlit-notes.md``). The app's server
-imports this at start, and so does the fork server that runs start from (``bnviz.process``),
-so every child inherits a warm torch and the default dataset, shared copy-on-write.
+stalled the first runs of a fresh server (``../shared/streamlit-notes.md``). The fork server
+that the app's runs start from imports it (``bnviz.process``), so every run inherits a warm
+torch and the default dataset, shared copy-on-write; with runs in threads, the app's server
+imports it itself.
 """
 
 import torch
