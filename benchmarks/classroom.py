@@ -266,7 +266,7 @@ def soak(args) -> int:
     from playwright.sync_api import sync_playwright
 
     server = _server(args, "classroom-soak-server.log")
-    rows = [("t s", "step", "steps/s", "RSS MB", "threads", "progress p50/p95", "refresh p50/p95")]
+    rows = [("t s", "step", "steps/s", "RSS MB", "+runs PSS MB", "threads", "progress p50/p95", "refresh p50/p95")]
     points = []  # (t, step, rss, interval p50, refresh p50)
     with server, sync_playwright() as playwright:
         browser = serverctl.launch_chromium(playwright)
@@ -295,7 +295,8 @@ def soak(args) -> int:
                 last_step, last_t = step, now
                 points.append((now - t0, step, usage.rss_mb, usage.threads, percentile(intervals, 50),
                                percentile(intervals, 95), percentile(refresh, 50), percentile(refresh, 95), usage))
-                rows.append((f"{now - t0:.0f}", str(step), f"{rate:.0f}", f"{usage.rss_mb:.0f}", str(usage.threads),
+                rows.append((f"{now - t0:.0f}", str(step), f"{rate:.0f}", f"{usage.rss_mb:.0f}", f"{usage.total_mb:.0f}",
+                             str(usage.threads),
                              f"{ms(percentile(intervals, 50))}/{ms(percentile(intervals, 95))}",
                              f"{ms(percentile(refresh, 50))}/{ms(percentile(refresh, 95))}"))
                 print("  ".join(rows[-1]), flush=True)

@@ -259,6 +259,12 @@ def report_soak(args, points, before, final, exceptions, tracebacks) -> int:
         ("RSS peak", f"{max(p[8].peak_rss_mb for p in points):.0f} MB", "VmHWM"),
         ("RSS drift after the first 10%", f"{(rss[-1] - statistics.mean(p[2] for p in early)) / span_min:+.1f} MB/min",
          ""),
+        ("server + run PSS first 10% / last 10% / peak", f"{statistics.mean(p[8].total_mb for p in early):.0f} / "
+                                                      f"{statistics.mean(p[8].total_mb for p in late):.0f} / "
+                                                      f"{max(p[8].total_mb for p in points):.0f} MB",
+         "the web server, the fork server and the run's process"),
+        ("server + run PSS drift after the first 10%",
+         f"{(points[-1][8].total_mb - statistics.mean(p[8].total_mb for p in early)) / span_min:+.1f} MB/min", ""),
         ("threads before / during", f"{before.threads} / {max(p[3] for p in points)}", ""),
         ("progress interval p50 early / late", f"{ms(_nanmedian(p[4] for p in early))} / "
                                                f"{ms(_nanmedian(p[4] for p in late))}", "browser, per sample window"),

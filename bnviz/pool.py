@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 from bnviz.config import RunConfig

@@ -31,7 +31,8 @@ from dataclasses import replace
 from bnviz.config import RunConfig, checked_lr
 from bnviz.snapshot import Snapshot
 
-_CONTEXT = multiprocessing.get_context("forkserver")
+AVAILABLE = "forkserver" in multiprocessing.get_all_start_methods()  # Linux and macOS; not Windows
+_CONTEXT = multiprocessing.get_context("forkserver") if AVAILABLE else None
 # What the fork server imports once for every run: the main module first (a child re-runs it
 # otherwise, as multiprocessing does), then a warm torch, the default data and the trainer.
 # The parent never imports torch for its runs: a web server whose runs are processes saves it.

@@ -305,6 +305,13 @@ def test_bad_limits_in_the_environment_keep_the_defaults():
     assert len(problems) == 3 and "BNVIZ_RUNS_IN='fibers' is not one of process, thread" in problems[0]
 
 
+def test_without_a_fork_server_runs_train_in_threads_and_the_log_says_so(monkeypatch):
+    monkeypatch.setattr(session.process, "AVAILABLE", False)  # as on Windows
+    *_, runs_in, problems = session.limits({})
+    assert runs_in == "thread" and problems == ("this platform has no fork server (Windows): runs train in threads "
+                                                "of the server",)
+
+
 @pytest.mark.parametrize("runs_in, kind", [("process", TrainerProcess), ("thread", Trainer)])
 def test_runs_train_in_processes_unless_the_deployer_says_threads(app, monkeypatch, runs_in, kind):
     monkeypatch.setenv(session.ENV_RUNS_IN, runs_in)

@@ -112,7 +112,7 @@ def test_a_child_stops_when_its_parent_is_gone():
               "from bnviz.config import RunConfig\n"
               "from bnviz.process import NICENESS, TrainerProcess\n"
               "if __name__ == '__main__':\n"
-              f"    run = TrainerProcess(RunConfig(dataset='synthetic', depth=2, width=16, steps=200_000)).start()\n"
+              "    run = TrainerProcess(RunConfig(dataset='synthetic', depth=2, width=16, steps=200_000)).start()\n"
               "    while run.snapshot().step < 10: time.sleep(0.01)\n"
               "    print(run.pid, flush=True)\n"
               "    os._exit(0)\n")

@@ -21,6 +21,7 @@ root-level secrets become environment variables):
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
 import os
 import threading
@@ -59,6 +60,9 @@ def limits(environ=os.environ) -> tuple[int, float, str, tuple[str, ...]]:
     if runs_in not in RUNS_IN:
         problems.append(f"{ENV_RUNS_IN}={runs_in[:20]!r} is not one of {', '.join(RUNS_IN)}; using {RUNS_IN[0]}")
         runs_in = RUNS_IN[0]
+    if runs_in == "process" and not process.AVAILABLE:
+        problems.append("this platform has no fork server (Windows): runs train in threads of the server")
+        runs_in = "thread"
 
     def read(name, kind, default, low):
         text = environ.get(name)
@@ -90,7 +94,7 @@ def shared() -> Shared:
         logging.getLogger("bnviz").warning(problem)
     make_trainer = None  # the pool's default: a Trainer thread in this process
     if runs_in == "thread":
-        import bnviz.warm  # noqa: F401  torch's first optimizer in this process, now: ~2 s the first run would wait
+        importlib.import_module("bnviz.warm")  # torch's first optimizer in this process, now: ~2 s the first run would wait
     else:
         process.warm_up()  # the fork server imports torch now (~4 s), not when the first visitor presses Start
         make_trainer = process.TrainerProcess
