@@ -40,7 +40,7 @@ class Entry:
     configs: tuple[RunConfig, ...]
     trainers: tuple[Trainer | TrainerProcess, ...] = ()  # empty while queued
     last_seen: float = field(default_factory=time.monotonic)
-    paused: bool = False  # start paused when admitted
+    paused: bool = False  # Step from nothing: when admitted, train one step, then pause
 
     @property
     def running(self) -> bool:
@@ -163,8 +163,12 @@ class RunPool:
                 continue
             if self._busy() + len(entry.configs) > self.max_running:
                 return
-            entry.trainers = tuple(self.make_trainer(config, self.data_dir).start(paused=entry.paused)
-                                   for config in entry.configs)
+            trainers = tuple(self.make_trainer(config, self.data_dir).start(paused=entry.paused)
+                             for config in entry.configs)
+            if entry.paused:  # here, not on the click: a Step that waited in line still gets its step
+                for trainer in trainers:
+                    trainer.step(1)
+            entry.trainers = trainers
 
 
 def _stop(entry: Entry) -> None:

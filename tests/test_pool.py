@@ -1,10 +1,12 @@
 """RunPool with a hand-moved clock: the cap, the queue's order, reaping, and passing over a silent queued owner.
 
-Trainers are real but start paused: each builds its network and waits, so a test costs no
-training. Every pool is shut down (trainers stopped and joined) after its test.
+Trainers are real but start paused (after the one step a paused submission takes): each
+builds its network and waits, so a test costs almost no training. Every pool is shut down (trainers stopped and joined) after its test.
 """
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -79,3 +81,17 @@ def test_an_owner_silent_for_the_idle_timeout_is_reaped_and_its_slot_goes_on(poo
     assert pool.get("closed") is None
     assert trainer.join(30), "the reaped run's trainer did not stop"
     assert running(pool, "open")
+
+
+def test_a_step_from_nothing_that_waited_in_line_takes_its_first_step_when_admitted(pool):
+    """Step pressed while every slot is busy: the run starts when a slot frees, paused after one step."""
+    pool.submit("a", [CONFIG], paused=True)
+    pool.submit("b", [CONFIG], paused=True)
+    assert not running(pool, "b")
+    pool.release("a")
+    assert running(pool, "b")
+    trainer = pool.get("b").trainers[0]
+    deadline = time.monotonic() + 30
+    while not (trainer.snapshot().status == "paused" and trainer.snapshot().step == 1) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (trainer.snapshot().status, trainer.snapshot().step) == ("paused", 1)

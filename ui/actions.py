@@ -91,9 +91,7 @@ def start(choice: Choice, paused: bool = False) -> Entry:
     if choice.compare and len(configs) < len(choice.compared_norms()):
         state.notices = [f"This server trains at most {pool.max_running} runs at once, so only the first "
                          f"{len(configs)} of the comparison run."]
-    if entry.running and paused:
-        for trainer in entry.trainers:
-            trainer.step(1)
+    if entry.running and paused:  # the pool asked for the first step
         _settle(entry.trainers, lambda i, s: s.done or (s.status == "paused" and s.step > 0))
     return entry
 
