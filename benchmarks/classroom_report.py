@@ -83,7 +83,7 @@ def jain(values: list[float]) -> float:
 
 
 def own_threads(usage: serverctl.Usage) -> int:
-    """Threads other than Streamlit's AnyIO worker pool (which grows under load and idles down on its own)."""
+    """Threads other than Streamlit's pools, which grow on demand (``serverctl.Usage.worker_threads``)."""
     return usage.threads - usage.worker_threads
 
 
@@ -184,16 +184,16 @@ def report_load(args, sessions, samples, cold, baseline, end_usage, settled, aft
         ("  trainer threads peak / end", f"{max(u.trainer_threads for u in load_samples)} / "
                                          f"{end_usage.trainer_threads}",
          "named bnviz-trainer-* (serverctl.LAUNCHER names threads)"),
-        ("  AnyIO worker threads peak / end", f"{max(u.worker_threads for u in load_samples)} / "
-                                              f"{end_usage.worker_threads}", "Streamlit's own pool (at most 40)"),
+        ("  Streamlit pool threads peak / end", f"{max(u.worker_threads for u in load_samples)} / "
+                                              f"{end_usage.worker_threads}", "AnyIO (at most 40) + file watcher (at most 4)"),
         ("trainer threads gone for good after close", f"{runs_gone:.0f} s" if not after or not after[-1][1].trainer_threads
          else f"still {after[-1][1].trainer_threads} after {after[-1][0]:.0f} s",
          f"idle timeout {args.idle_timeout:.0f} s + reaper sweep {REAP_SECONDS:.0f} s"),
         ("trainers started after every tab closed", str(restarted),
          "queued entries of closed tabs admitted before the reaper dropped them"),
-        ("threads (w/o AnyIO pool) back to baseline", "never" if own_back is None else f"{own_back:.0f} s",
+        ("threads (w/o Streamlit's pools) back to baseline", "never" if own_back is None else f"{own_back:.0f} s",
          f"{own_threads(baseline)} at baseline; {own_threads(settled)} at the end"),
-        ("threads all, after close", f"{settled.threads}", f"{settled.worker_threads} of them idle AnyIO workers"),
+        ("threads all, after close", f"{settled.threads}", f"{settled.worker_threads} of them Streamlit's pools"),
         ("server CPU during load", f"{cpu_share(during):.0%} of one core", "/proc utime+stime, the web server"),
         ("server + runs CPU during load", f"{cpu_share(during, total=True):.0%} of one core",
          "the web server, the fork server and its runs, ended ones included"),

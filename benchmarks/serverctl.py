@@ -72,6 +72,7 @@ main(prog_name="streamlit")
 # One per live run: a trainer's thread is named bnviz-trainer-<id> (bnviz/trainer.py), and so is
 # the thread that listens to a run in a child process (bnviz/process.py).
 TRAINER_THREAD = "bnviz-trainer-"
+STREAMLIT_POOLS = ("AnyIO worker", "ThreadPoolExecu")  # thread names, cut to 15 characters by the kernel
 RUN_PROCESS = "bnviz-run"  # a run's child process names itself so (bnviz/process.py)
 
 
@@ -85,7 +86,8 @@ class Usage:
     threads: int
     cpu_s: float  # user + system CPU time so far
     trainer_threads: int  # threads named bnviz-trainer-*: live runs
-    worker_threads: int  # Streamlit's AnyIO worker pool: grows with load, shrinks when idle
+    worker_threads: int  # Streamlit's pools, grown on demand: AnyIO workers (at most 40, shrink when idle)
+    # and the file watcher's ThreadPoolExecutor (at most 4: polls config.toml and secrets every 0.2 s)
     run_processes: int  # live processes named bnviz-run: runs training
     total_mb: float  # proportional memory (PSS) of the server and all it started: shared pages counted once
     total_cpu_s: float  # CPU time of the server and all it started, ended runs included
@@ -121,7 +123,7 @@ def usage(pid: int) -> Usage:
     return Usage(rss_mb=int(fields["VmRSS"][0]) / 1024, peak_rss_mb=int(fields["VmHWM"][0]) / 1024,
                  threads=int(fields["Threads"][0]), cpu_s=(int(own[11]) + int(own[12])) / clock,
                  trainer_threads=sum(name.startswith(TRAINER_THREAD) for name in names),
-                 worker_threads=sum(name.startswith("AnyIO worker") for name in names),
+                 worker_threads=sum(name.startswith(STREAMLIT_POOLS) for name in names),
                  run_processes=runs, total_mb=total_mb, total_cpu_s=total_ticks / clock)
 
 

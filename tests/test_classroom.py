@@ -154,10 +154,10 @@ def wait_server(server, done, what: str, timeout_s: float):
 
 
 def threads_back(server, baseline) -> None:
-    """Wait until the server's own threads (all but Streamlit's AnyIO pool) are no more than at baseline."""
+    """Wait until the server's own threads (all but Streamlit's pools) are no more than at baseline."""
     names = ", ".join(sorted(serverctl.thread_names(server.pid)))
     wait_server(server, lambda u: classroom_report.own_threads(u) <= classroom_report.own_threads(baseline),
-                f"threads back to baseline ({classroom_report.own_threads(baseline)} without the AnyIO pool; "
+                f"threads back to baseline ({classroom_report.own_threads(baseline)} without Streamlit's pools; "
                 f"threads when the wait began: {names})", THREADS_BACK_S)
 
 
