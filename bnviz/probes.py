@@ -38,7 +38,7 @@ class Ring:
         self.pre = [torch.empty(steps, rows, math.prod(shape)) for shape in shapes]  # per layer (K, rows, features)
         # row_views[k][layer]: step k's slot shaped like the layer's input, for one _foreach_copy_
         self.row_views = [[pre[k].view(rows, *shape) for pre, shape in zip(self.pre, shapes)] for k in range(steps)]
-        self.grad_norms = torch.empty(steps, len(shapes))  # (K, layers)
+        self.grad_norms: list[list[torch.Tensor]] = []  # per step, per layer: 0-d, stacked when reduced
         self.losses = np.empty(steps)
         self.steps = np.empty(steps, dtype=np.int64)
         self.filled = 0
@@ -96,8 +96,7 @@ class ActivationProbe:
         with torch.no_grad():
             torch._foreach_copy_(ring.row_views[ring.filled], caught)
         self._caught[:] = [None] * len(caught)  # let go of this step's activations
-        grads = [weight.grad for weight in self._weights]
-        torch.stack(torch._foreach_norm(grads), out=ring.grad_norms[ring.filled])
+        ring.grad_norms.append(torch._foreach_norm([weight.grad for weight in self._weights]))
         ring.losses[ring.filled] = loss
         ring.steps[ring.filled] = step
         ring.filled += 1
@@ -130,9 +129,10 @@ class ActivationProbe:
             unit_percentiles=stacked("unit_percentiles"),
             saturation=stacked("saturation"),
             nonfinite=stacked("nonfinite"),
-            grad_norm=ring.grad_norms[:count].double().numpy().copy(),
+            grad_norm=torch.stack([norm for norms in ring.grad_norms for norm in norms]).view(count, -1).double().numpy(),
         )
         ring.filled = 0
+        ring.grad_norms.clear()
         return stats
 
 
