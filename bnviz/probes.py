@@ -4,16 +4,16 @@ A hook does one thing on the training hot path: keep a reference to the nonlinea
 input (no copy, no statistics). After backward the step's tensors are kept as they are;
 when the ring is reduced, one ``torch.stack`` per layer copies its K steps into a
 preallocated ring. Copying inside each hook cost ~25 us a layer in view bookkeeping, a
-tenth of a step of the BN paper's MLP; one ``_foreach_copy_`` per step still cost ~3% of a
-step (0.83x -> 0.90x the plain loop without BN, 0.73x -> 0.83x with BN, A/B in one process,
-gradient norms kept the same way). The trainer turns the ring into statistics in one batch
-(``bnviz.stats``) on its own thread, at each publish or when the ring is full. A separate reducer thread was measured and was no faster (0.79x the
-plain loop against 0.88x inline without BN, 0.80x against 0.82x with BN, 12 rounds): its
-many short torch calls fought training for the GIL. Inline, a run is also one thread, which
-a shared server counts. (The fastai CNN, whose big tensors release the GIL, did gain from
-the thread on an idle second core: 17-20 against 14 steps/s. A class on a shared server has
-no idle core.) Post-activations are not copied: they are the nonlinearity applied to what
-is in the ring.
+tenth of a step of the BN paper's MLP; one ``_foreach_copy_`` per step cost more than the
+stack (A/B in one process: 0.83x -> 0.90x the plain loop without BN, 0.73x -> 0.83x with
+BN). The trainer turns the ring into statistics in one batch (``bnviz.stats``) on its own
+thread, at each publish or when the ring is full. A separate reducer thread was measured
+and was no faster (0.79x the plain loop against 0.88x inline without BN, 0.80x against
+0.82x with BN, 12 rounds): its many short torch calls fought training for the GIL. Inline,
+a run is also one thread, which a shared server counts. (The fastai CNN, whose big tensors
+release the GIL, did gain from the thread on an idle second core: 17-20 against 14
+steps/s. A class on a shared server has no idle core.) Post-activations are not copied:
+they are the nonlinearity applied to what is in the ring.
 
 ``ActivationProbe`` is a context manager (as fastai's ``Hooks``): it always removes its
 hooks on exit, also on an exception, and removing twice is harmless.
