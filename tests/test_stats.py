@@ -13,7 +13,7 @@ import torch
 
 from bnviz.model import ACTIVATION_MODULES
 from bnviz.stats import (FINE_BINS, GROUP, LN19, PERCENTILES, SATURATION_THRESHOLD, Reducer, sorted_percentiles,
-                         percentiles_from_histogram, post_edges, pre_edges, pre_range)
+                         _post_map, _runs, percentiles_from_histogram, post_edges, pre_edges, pre_range)
 
 RING = 128  # the trainer's largest ring: row offsets up to 128 * 768
 EDGE_TOLERANCE = 2e-6  # the engine bins float32 values in float32: a value a few ulps from an edge may go either way
@@ -285,3 +285,22 @@ def test_percentiles_from_histogram_agree_with_numpy_on_fine_bins():
     result = percentiles_from_histogram(counts, edges, lambda rows: (values[rows].min(1), values[rows].max(1)))
     reference = np.percentile(values, PERCENTILES, axis=1).T
     assert np.abs(result - reference).max() <= edges[1] - edges[0]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_post_map_runs_give_the_dense_product(activation):
+    """The post histogram is read off cumulative counts (runs of fine bins); it equals the
+    dense (fine bins x post bins) spreading matrix applied to the counts."""
+    reducer = Reducer(activation, RING)
+    dense = _post_map(activation, reducer.fine_edges)
+    counts = np.random.default_rng(3).integers(0, 50, (RING, FINE_BINS))
+    counts[:, [0, -1]] += 1000  # the edge bins also hold everything beyond the range
+    below = np.zeros((RING, FINE_BINS + 1), dtype=np.int64)
+    np.cumsum(counts, axis=1, out=below[:, 1:])
+    np.testing.assert_allclose(reducer.post_map.apply(below), counts @ dense, rtol=1e-12, atol=1e-9)
+
+
+def test_runs_are_the_true_stretches_of_a_mask():
+    assert _runs(np.array([True, True, False, False, True])) == [(0, 2), (4, 5)]
+    assert _runs(np.array([False, True, True, False])) == [(1, 3)]
+    assert _runs(np.zeros(4, dtype=bool)) == []
