@@ -42,7 +42,8 @@ class Trainer:
         self.config = config
         self.data_dir = data_dir
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
+        self._wake = threading.Condition(self._lock)  # commands for the thread
+        self._published = threading.Condition(self._lock)  # a new snapshot, for wait()
         self._paused = False
         self._step_requests = 0
         self._stop_requested = False
@@ -59,6 +60,14 @@ class Trainer:
 
     def snapshot(self) -> Snapshot:
         return self._snapshot  # a reference swap is atomic: no lock needed to read
+
+    def wait(self, step: int, timeout: float | None = None) -> Snapshot:
+        """Block until a snapshot at or past ``step`` is published, or the run has ended, or
+        ``timeout`` seconds pass; returns the latest snapshot. A reader that polls instead
+        takes the GIL from training at every poll (a 5 ms poll cost the trainer ~3%)."""
+        with self._published:
+            self._published.wait_for(lambda: self._snapshot.step >= step or self._snapshot.done, timeout)
+        return self._snapshot
 
     def pause(self) -> None:
         with self._wake:
@@ -256,6 +265,8 @@ class Trainer:
             landscape_steps=landscape_steps,
             landscape=landscape_values,
         )
+        with self._published:
+            self._published.notify_all()
 
 
 def onecycle_factor(progress: float) -> float:
