@@ -38,7 +38,7 @@ class History:
         self._partial: dict[str, np.ndarray] | None = None  # the newest steps, fewer than `stride`
 
     def add(self, stats: StepStats) -> None:
-        rows = dataclasses.asdict(stats)
+        rows = {field.name: getattr(stats, field.name) for field in dataclasses.fields(stats)}  # asdict deep-copies
         rows["count"] = np.ones(len(stats.steps), dtype=np.int64)
         if self._arrays is None:
             self._arrays = {key: np.zeros((self.capacity, *value.shape[1:]), value.dtype) for key, value in rows.items()}
@@ -60,6 +60,8 @@ class History:
 
     def _group(self, rows: dict[str, np.ndarray]) -> tuple[dict, dict | None]:
         """Complete columns of `stride` steps, and the incomplete tail merged into one row (or None)."""
+        if self.stride == 1:  # every row is a column already
+            return rows, None
         total = np.cumsum(rows["count"])
         ends = np.flatnonzero(total % self.stride == 0)  # aligned: every count divides the stride
         cut = ends[-1] + 1 if len(ends) else 0
@@ -113,7 +115,11 @@ def merge_runs(columns: dict[str, np.ndarray], starts: np.ndarray) -> dict[str, 
     merged_count = np.add.reduceat(count, starts)
     ends = np.r_[starts[1:], len(count)] - 1
 
+    unweighted = bool((count == 1).all())  # rows fresh from a ring
+
     def weighted_mean(value):
+        if unweighted:
+            return np.add.reduceat(value, starts, axis=0) / merged_count.reshape(-1, *([1] * (value.ndim - 1)))
         weights = count.reshape(-1, *([1] * (value.ndim - 1)))
         totals = merged_count.reshape(-1, *([1] * (value.ndim - 1)))
         return np.add.reduceat(value * weights, starts, axis=0) / totals
