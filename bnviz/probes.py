@@ -61,7 +61,7 @@ class ActivationProbe:
         self.rows = max(1, min(batch_size, RING_ELEMENTS // sum(sizes)))
         self.ring_steps = max(1, min(MAX_RING_STEPS, RING_ELEMENTS // (self.rows * sum(sizes))))
         self.units = [_typical_unit(block, size) for block, size in zip(network.blocks, sizes)]
-        self.reducer = Reducer(activation, self.ring_steps)
+        self.reducer = Reducer(activation, self.ring_steps, len(shapes))
         self._ring = Ring(self.ring_steps, self.rows, shapes)
         self._caught: list[torch.Tensor | None] = [None] * len(shapes)  # this step's pre-activations
         self.recording = True  # the trainer turns it off on steps it does not record and for evaluation
@@ -121,22 +121,10 @@ class ActivationProbe:
             for layer, (pre, shape) in enumerate(zip(ring.pre, ring.shapes)):
                 torch.stack([step[layer] for step in ring.caught], out=pre[:count].view(count, self.rows, *shape))
         ring.caught.clear()
-        per_layer = [self.reducer.reduce(pre[:count], unit) for pre, unit in zip(ring.pre, self.units)]
-
-        def stacked(key):  # (K, L, ...) from L arrays of (K, ...)
-            return np.stack([layer[key] for layer in per_layer], axis=1)
-
         stats = StepStats(
             steps=ring.steps[:count].copy(),
             loss=ring.losses[:count].copy(),
-            hist_pre=stacked("hist_pre"),
-            hist_post=stacked("hist_post"),
-            mean=stacked("mean"),
-            std=stacked("std"),
-            percentiles=stacked("percentiles"),
-            unit_percentiles=stacked("unit_percentiles"),
-            saturation=stacked("saturation"),
-            nonfinite=stacked("nonfinite"),
+            **self.reducer.reduce_layers([pre[:count] for pre in ring.pre], self.units),
             grad_norm=torch.stack([norm for norms in ring.grad_norms for norm in norms]).view(count, -1).double().numpy(),
         )
         ring.filled = 0

@@ -1,9 +1,9 @@
 """Reduce a ring of raw pre-activations to per-step statistics, many steps in one batch.
 
 The probes copy each hidden layer's pre-activation (the nonlinearity's input) into a ring of
-K steps; this module turns the ring into numpy arrays, one row per step. Everything comes
-from one fine histogram per layer and step (a single ``bincount``), because on the CPU
-``bincount`` costs ~1 ns per element where ``histc``/``sort`` cost 15-50:
+K steps; this module turns the rings into numpy arrays, one row per step. Everything comes
+from one fine histogram per layer and step (one ``bincount`` for all layers and steps),
+because on the CPU ``bincount`` costs ~1 ns per element where ``histc``/``sort`` cost 15-50:
 - the displayed pre-activation histogram is the fine one summed in groups of ``GROUP``;
 - the post-activation histogram maps each fine bin through the nonlinearity (by its centre);
 - the saturated fraction is a sum of fine bins, since the thresholds are fine-bin edges;
@@ -70,7 +70,7 @@ class StepStats:
 class Reducer:
     """Everything about the binning that is fixed for a run, computed once."""
 
-    def __init__(self, activation: str, ring_steps: int):
+    def __init__(self, activation: str, ring_steps: int, layers: int = 1):
         self.activation = activation
         half = pre_range(activation)
         self.low, self.high = -half, half
@@ -79,73 +79,105 @@ class Reducer:
         self.post_map = PostMap(_post_map(activation, self.fine_edges))
         mask = _saturated_bins(activation, self.fine_edges)  # (FINE_BINS,) bool or None
         self.saturated_runs = None if mask is None else _runs(mask)  # [(start, stop)]: a prefix and/or a suffix
-        # Right-closed bins: index = top - floor((high - x) / width), top = the row's last bin (K, 1).
-        self._row_tops = (torch.arange(ring_steps, dtype=torch.int32) * FINE_BINS + FINE_BINS - 1).view(-1, 1)
+        # Right-closed bins: index = top - floor((high - x) / width), top = the last bin of row
+        # (step k, layer l), rows in (K, L) order so one bincount covers every step and layer.
+        rows = torch.arange(ring_steps * layers, dtype=torch.int32).view(ring_steps, layers)
+        self._row_tops = (rows * FINE_BINS + FINE_BINS - 1).T.contiguous().view(layers, ring_steps, 1)
         self._top_offset = torch.tensor(half / self.width)  # high / width, as a tensor: torch.add takes an alpha then
         self._float_work = torch.empty(0)  # reused: fresh multi-MB buffers cost page faults every drain
         self._index_work = torch.empty(0, dtype=torch.int32)
 
     def reduce(self, pre: torch.Tensor, unit: int) -> dict[str, np.ndarray]:
-        """Statistics for one layer's ring ``pre`` of shape (K, batch, features)."""
-        steps = pre.shape[0]
-        flat = pre.reshape(steps, -1)  # (K, batch * features)
-        total = flat.shape[1]
-        sums = flat.sum(1)  # (K,); a NaN or Inf anywhere in a row makes its sum non-finite
-        all_finite = bool(torch.isfinite(sums).all())
-        if all_finite:
-            fine = self._bincount(pre, steps)
-            nonfinite = np.zeros(steps, dtype=np.int64)
-        else:
-            finite = torch.isfinite(pre)
-            nonfinite = (~finite).reshape(steps, -1).sum(1).numpy().astype(np.int64)
-            fine = self._bincount(torch.where(finite, pre, torch.tensor(self.high)), steps)
-            fine[:, -1] -= nonfinite  # take the stand-ins back out of the top bin
-        mean = sums.double().numpy() / total
-        # Population std (so merged columns pool exactly), about the row's mean: sum x^2 - n mean^2
-        # in float32 cancels to 0 for a collapsed layer (std 1e-3 around 3).
-        centred = torch.sub(flat, torch.from_numpy(mean).float()[:, None], out=self._float_work[:flat.numel()].view_as(flat))
-        with np.errstate(invalid="ignore"):  # NaN in, NaN out: the non-finite count says why
-            std = torch.linalg.vector_norm(centred, dim=1).double().numpy() / np.sqrt(total)
-        unit_pct = sorted_percentiles(pre[:, :, unit].numpy())  # (K, 3) of (K, batch)
-        # Counts below each fine edge, (K, FINE_BINS + 1): the count over any range of fine bins
+        """Statistics for one layer's ring ``pre`` of shape (K, batch, features), rows (K, ...)."""
+        return {key: value[:, 0] for key, value in self.reduce_layers([pre], [unit]).items()}
+
+    def reduce_layers(self, rings: list[torch.Tensor], units: list[int]) -> dict[str, np.ndarray]:
+        """Statistics of every layer's ring (each (K, batch, features)), as (K, L, ...) arrays.
+
+        The torch passes go layer by layer; the bins of all layers come from one ``bincount``
+        and everything read off them is computed once for all layers (a drain's fixed cost is
+        its ~200 calls: per layer, it was a fifth of the drain)."""
+        steps, layers = rings[0].shape[0], len(rings)
+        flats = [ring.reshape(steps, -1) for ring in rings]  # (K, batch * features) each
+        totals = np.array([flat.shape[1] for flat in flats])
+        sizes = [flat.numel() for flat in flats]
+        if self._float_work.numel() < max(sizes):
+            self._float_work = torch.empty(max(sizes))
+        if self._index_work.numel() < sum(sizes):
+            self._index_work = torch.empty(sum(sizes), dtype=torch.int32)
+        mean, std, unit_pct, nonfinite, all_finite = [], [], [], [], []
+        offset = 0
+        for layer, (flat, unit) in enumerate(zip(flats, units)):
+            sums = flat.sum(1)  # (K,); a NaN or Inf anywhere in a row makes its sum non-finite
+            all_finite.append(bool(torch.isfinite(sums).all()))
+            index = self._index_work[offset:offset + flat.numel()].view(steps, -1)
+            offset += flat.numel()
+            if all_finite[-1]:
+                self._bin(flat, index, layer)
+                nonfinite.append(np.zeros(steps, dtype=np.int64))
+            else:  # non-finite values are binned as `high` (the top bin), then taken back out
+                finite = torch.isfinite(flat)
+                nonfinite.append((~finite).sum(1).numpy().astype(np.int64))
+                self._bin(torch.where(finite, flat, torch.tensor(self.high)), index, layer)
+            mean.append(sums.double().numpy() / flat.shape[1])
+            # Population std (so merged columns pool exactly), about the row's mean: sum x^2 - n mean^2
+            # in float32 cancels to 0 for a collapsed layer (std 1e-3 around 3).
+            centred = torch.sub(flat, torch.from_numpy(mean[-1]).float()[:, None],
+                                out=self._float_work[:flat.numel()].view_as(flat))
+            with np.errstate(invalid="ignore"):  # NaN in, NaN out: the non-finite count says why
+                std.append(torch.linalg.vector_norm(centred, dim=1).double().numpy() / np.sqrt(flat.shape[1]))
+            unit_pct.append(sorted_percentiles(rings[layer][:, :, unit].numpy()))  # (K, 3) of (K, batch)
+        nonfinite = np.stack(nonfinite, axis=1)  # (K, L)
+        fine = torch.bincount(self._index_work[:offset], minlength=steps * layers * FINE_BINS).numpy()
+        fine = fine.reshape(steps * layers, FINE_BINS)  # rows (step, layer)
+        fine[:, -1] -= nonfinite.ravel()  # the stand-ins
+        # Counts below each fine edge, (K L, FINE_BINS + 1): the count over any range of fine bins
         # is a difference of two columns, not a sum over the bins.
-        below = np.zeros((steps, FINE_BINS + 1), dtype=np.int64)
+        below = np.zeros((steps * layers, FINE_BINS + 1), dtype=np.int64)
         np.cumsum(fine, axis=1, out=below[:, 1:])
+        counted = (totals - nonfinite).ravel()  # finite values per row
+
+        def value_range(rows):  # the finite extremes of rows (step, layer), layer by layer
+            steps_of, layer_of = np.divmod(rows, layers)
+            low, high = np.empty(len(rows)), np.empty(len(rows))
+            for layer in np.unique(layer_of):
+                pick = layer_of == layer
+                low[pick], high[pick] = _finite_range(flats[layer], steps_of[pick], all_finite[layer])
+            return low, high
+
+        def per_layer(values):  # (K L, ...) -> (K, L, ...)
+            return values.reshape(steps, layers, *values.shape[1:])
+
         return {
-            "hist_pre": np.diff(below[:, ::GROUP], axis=1),
-            "hist_post": self.post_map.apply(below),
-            "mean": mean,
-            "std": std,
-            "percentiles": percentiles_from_histogram(fine, self.fine_edges, lambda rows: _finite_range(flat, rows, all_finite),
-                                                      below=below),
-            "unit_percentiles": unit_pct,
-            "saturation": self._saturation(below, total, nonfinite),
+            "hist_pre": per_layer(np.diff(below[:, ::GROUP], axis=1)),
+            "hist_post": per_layer(self.post_map.apply(below)),
+            "mean": np.stack(mean, axis=1),
+            "std": np.stack(std, axis=1),
+            "percentiles": per_layer(percentiles_from_histogram(fine, self.fine_edges, value_range, below=below)),
+            "unit_percentiles": np.stack(unit_pct, axis=1),
+            "saturation": per_layer(self._saturation(below, counted)),
             "nonfinite": nonfinite,
         }
 
-    def _bincount(self, pre: torch.Tensor, steps: int) -> np.ndarray:
-        """(K, FINE_BINS) counts; the caller has replaced any non-finite value."""
-        size = pre.numel()
-        if self._float_work.numel() < size:
-            self._float_work = torch.empty(size)
-            self._index_work = torch.empty(size, dtype=torch.int32)
-        scaled = self._float_work[:size].view(steps, -1)  # (K, batch * features)
-        index = self._index_work[:size].view(steps, -1)
+    def _bin(self, flat: torch.Tensor, index: torch.Tensor, layer: int) -> None:
+        """Writes the fine bin of each of (K, n) finite values into ``index``, as rows (step, layer)."""
+        steps = flat.shape[0]
+        scaled = self._float_work[:flat.numel()].view_as(flat)
         # 1. fine bins counted down from the top, (high - x) / width in one operator, clamped so
         #    out-of-range values land in the edge bins (the lowest stays inside by half a bin)
-        torch.add(self._top_offset, pre.reshape(steps, -1), alpha=-1 / self.width, out=scaled)
+        torch.add(self._top_offset, flat, alpha=-1 / self.width, out=scaled)
         scaled.clamp_(0, FINE_BINS - 0.5)
         # 2. truncation is floor (it is >= 0); subtracted from the row's top bin, so one bincount
-        #    covers all K steps; in integers, to keep precision
+        #    covers all steps and layers; in integers, to keep precision
         index.copy_(scaled)
-        torch.sub(self._row_tops[:steps], index, out=index)
-        return torch.bincount(index.view(-1), minlength=steps * FINE_BINS).view(steps, FINE_BINS).numpy()
+        torch.sub(self._row_tops[layer, :steps], index, out=index)
 
-    def _saturation(self, below: np.ndarray, total: int, nonfinite: np.ndarray) -> np.ndarray:
+    def _saturation(self, below: np.ndarray, counted: np.ndarray) -> np.ndarray:
+        """Fraction of each row's ``counted`` finite values in the saturated (or dead) bins."""
         if self.saturated_runs is None:
             return np.full(below.shape[0], np.nan)
         saturated = sum(below[:, stop] - below[:, start] for start, stop in self.saturated_runs)
-        return saturated / np.maximum(total - nonfinite, 1)
+        return saturated / np.maximum(counted, 1)
 
 
 class PostMap:

@@ -228,6 +228,22 @@ def test_nonfinite_values_are_counted_not_dropped():
     assert np.isnan(stats["percentiles"][4]).all()
 
 
+@pytest.mark.parametrize("layers", [3, 20])
+def test_all_layers_at_once_equal_each_layer_alone(layers):
+    """The probe reduces every layer in one call (one bincount over all rows): each layer's
+    statistics are those of the layer reduced alone, whatever its width, also non-finite ones."""
+    rings = [activations(scale=(0.3, 3.0, 30.0)[layer % 3], seed=layer)[:, :, :10 + 7 * (layer % 4)]
+             for layer in range(layers)]
+    rings[1][5, 2, 3] = math.nan
+    rings[1][9] = math.inf
+    units = [layer % 10 for layer in range(layers)]
+    together = Reducer("tanh", RING, layers).reduce_layers(rings, units)
+    for layer, (ring, unit) in enumerate(zip(rings, units)):
+        alone = Reducer("tanh", RING).reduce(ring, unit)
+        for key, value in alone.items():
+            np.testing.assert_array_equal(together[key][:, layer], value, err_msg=f"{key}, layer {layer}")
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_post_histogram_follows_the_activation(activation):
     pre = activations()
