@@ -71,7 +71,7 @@ class TrainerTurns:
         start = time.perf_counter()
         target = self.trainer.snapshot().step + steps
         self.trainer.step(steps)
-        snapshot = self.trainer.wait(target)  # blocks without polling: a 5 ms poll cost the trainer ~3%
+        snapshot = self.trainer.wait(lambda latest: latest.step >= target)  # no polling: a 5 ms poll cost ~3%
         assert snapshot.status == "paused", snapshot.message
         return time.perf_counter() - start
 

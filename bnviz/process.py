@@ -25,7 +25,6 @@ import multiprocessing.forkserver
 import os
 import signal
 import threading
-import time
 from dataclasses import replace
 
 from bnviz.config import RunConfig, checked_lr
@@ -38,7 +37,6 @@ _CONTEXT = multiprocessing.get_context("forkserver") if AVAILABLE else None
 # The parent never imports torch for its runs: a web server whose runs are processes saves it.
 PRELOAD = ["__main__", "bnviz.warm", "bnviz.trainer", "bnviz.process"]
 COMMANDS = ("pause", "resume", "step", "stop", "set_lr")  # the Trainer methods a parent may call
-SEND_POLL = 0.02  # seconds between the child's looks for a new snapshot: a small part of PUBLISH_INTERVAL
 PROCESS_NAME = b"bnviz-run"  # the child's name in ps and /proc, so a server's runs can be counted
 # A run yields the CPU to the web server first: on two cores, four runs at full priority made a
 # class's refreshes slow (p50 502 ms; 214 ms at nice 5). Training takes what the pages leave.
@@ -140,14 +138,12 @@ def _serve(config: RunConfig, data_dir: str | None, paused: bool, conn) -> None:
     threading.Thread(target=_obey, args=(trainer, conn), name="bnviz-commands", daemon=True).start()
     sent = -1
     try:
-        while True:
-            snapshot = trainer.snapshot()
-            if snapshot.version != sent:
-                conn.send(snapshot)
-                sent = snapshot.version
+        while True:  # each new snapshot as soon as it is published, without polling
+            snapshot = trainer.wait(lambda latest: latest.version != sent)
+            conn.send(snapshot)
+            sent = snapshot.version
             if snapshot.done:
                 break
-            time.sleep(SEND_POLL)
     except OSError:  # the parent is gone
         trainer.stop()
     trainer.join()

@@ -202,14 +202,15 @@ def test_a_large_step_request_is_honoured_in_full(trainers):
     assert snapshot.step == 300 and len(snapshot.column("steps")) == 300
 
 
-def test_wait_returns_the_first_snapshot_at_the_step_or_the_end(trainers):
+def test_wait_returns_the_first_snapshot_that_satisfies_it_or_the_end(trainers):
     trainer = trainers(SMALL.replace(steps=100_000), paused=True)
-    assert trainer.wait(1, timeout=0.3).step == 0  # paused: nothing to wait for but the timeout
+    assert trainer.wait(lambda latest: latest.step >= 1, timeout=0.3).step == 0  # paused: only the timeout ends it
     trainer.step(40)
-    snapshot = trainer.wait(40, timeout=WAIT)
+    snapshot = trainer.wait(lambda latest: latest.step >= 40, timeout=WAIT)
     assert snapshot.step == 40 and snapshot.status == "paused"
     trainer.stop()
-    assert trainer.wait(10**9, timeout=WAIT).status == "stopped"  # an ended run does not keep a reader waiting
+    ended = trainer.wait(lambda latest: False, timeout=WAIT)  # an ended run does not keep a reader waiting
+    assert ended.status == "stopped" and ended.version > snapshot.version
 
 
 def test_set_lr_applies_from_the_next_step_and_is_marked(trainers):
