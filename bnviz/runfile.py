@@ -25,7 +25,7 @@ from bnviz.snapshot import STATES, Snapshot
 FORMAT = "bnviz-run/1"
 SIGNIFICANT_DIGITS = 6  # far finer than any chart shows, and keeps files about half the size
 MAX_BYTES = 50 * 2**20  # the largest possible run (1024 columns, 20 layers, 88 bins) is ~20 MB
-PERCENTILE_KEYS = ("p15", "p50", "p85")  # bnviz.stats.PERCENTILES (not imported: it needs torch)
+PERCENTILE_KEYS = ("p15", "p50", "p85")  # bnviz.percentiles.PERCENTILES (not imported: it needs torch)
 LANDSCAPE_KEYS = ("loss_range", "gradient_predictiveness", "beta_smoothness")  # Snapshot.landscape's 3 columns
 REQUIRED = ("config", "steps", "loss", "test_accuracy", "layers", "status", "message")
 LAYER_REQUIRED = ("name", "bin_edges", "hist", "saturation", "percentiles", "mean", "std", "grad_norm")

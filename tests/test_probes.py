@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from bnviz.config import RunConfig
 from bnviz.model import build_model
+from bnviz.percentiles import PERCENTILES
 from bnviz.probes import ActivationProbe
-from bnviz.stats import PERCENTILES, Reducer, StepStats
+from bnviz.stats import Reducer, StepStats
 
 BATCH = 16
 

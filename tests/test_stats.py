@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from bnviz.model import ACTIVATION_MODULES
-from bnviz.stats import (FINE_BINS, GROUP, LN19, PERCENTILES, SATURATION_THRESHOLD, Reducer, sorted_percentiles,
-                         _post_map, _runs, percentiles_from_histogram, post_edges, pre_edges, pre_range)
+from bnviz.percentiles import PERCENTILES, percentiles_from_histogram, sorted_percentiles
+from bnviz.stats import (FINE_BINS, GROUP, LN19, SATURATION_THRESHOLD, Reducer, _post_map, _runs, post_edges, pre_edges,
+                         pre_range)
 
 RING = 128  # the trainer's largest ring: row offsets up to 128 * 768
 EDGE_TOLERANCE = 2e-6  # the engine bins float32 values in float32: a value a few ulps from an edge may go either way
