@@ -7,13 +7,15 @@ preallocated ring. Copying inside each hook cost ~25 us a layer in view bookkeep
 tenth of a step of the BN paper's MLP; one ``_foreach_copy_`` per step cost more than the
 stack (A/B in one process: 0.83x -> 0.90x the plain loop without BN, 0.73x -> 0.83x with
 BN). The trainer turns the ring into statistics in one batch (``bnviz.stats``) on its own
-thread, at each publish or when the ring is full. A separate reducer thread was measured
-and was no faster (0.79x the plain loop against 0.88x inline without BN, 0.80x against
-0.82x with BN, 12 rounds): its many short torch calls fought training for the GIL. Inline,
-a run is also one thread, which a shared server counts. (The fastai CNN, whose big tensors
-release the GIL, did gain from the thread on an idle second core: 17-20 against 14
-steps/s. A class on a shared server has no idle core.) Post-activations are not copied:
-they are the nonlinearity applied to what is in the ring.
+thread, at each publish or when the ring is full. A separate reducer thread lost while the
+reduction was many short calls per layer (0.79x the plain loop against 0.88x inline
+without BN): they fought training for the GIL (only the fastai CNN, whose big tensors
+release it, gained: 17-20 against 14 steps/s). With the batched reduction a thread gains
+on an idle second core (0.88x against 0.83x without BN, 0.92x against 0.88x with BN), but
+it moves the work to that core, it does not make it smaller, and a class on a shared
+server has no idle core. Inline, a run is one thread,
+which a shared server counts. Post-activations are not copied: they are the nonlinearity
+applied to what is in the ring.
 
 ``ActivationProbe`` is a context manager (as fastai's ``Hooks``): it always removes its
 hooks on exit, also on an exception, and removing twice is harmless.
