@@ -13,9 +13,8 @@ without BN): they fought training for the GIL (only the fastai CNN, whose big te
 release it, gained: 17-20 against 14 steps/s). With the batched reduction a thread gains
 on an idle second core (0.88x against 0.83x without BN, 0.92x against 0.88x with BN), but
 it moves the work to that core, it does not make it smaller, and a class on a shared
-server has no idle core. Inline, a run is one thread,
-which a shared server counts. Post-activations are not copied: they are the nonlinearity
-applied to what is in the ring.
+server has no idle core. Inline, a run is one thread, which a shared server counts.
+Post-activations are not copied: they are the nonlinearity applied to what is in the ring.
 
 ``ActivationProbe`` is a context manager (as fastai's ``Hooks``): it always removes its
 hooks on exit, also on an exception, and removing twice is harmless.
