@@ -10,6 +10,7 @@ The page is a short function; each part lives in ``ui/``: the sidebar and URL
 import streamlit as st
 
 from ui import actions, controls, explain, live, session
+from ui import state as keys
 
 
 def main() -> None:
@@ -22,7 +23,7 @@ def main() -> None:
         st.warning(warning)
     if lost:
         st.warning(lost)
-    accuracies = {s.config.norm: float(s.accuracy[-1]) for s in st.session_state.get("last", ()) if len(s.accuracy)}
+    accuracies = {s.config.norm: float(s.accuracy[-1]) for s in st.session_state.get(keys.LAST, ()) if len(s.accuracy)}
     explain.published(choice.preset, choice.config, accuracies)
     actions.toolbar(choice)
     live.show(choice)

@@ -19,7 +19,7 @@ Prints a table; not a unit test. Numbers:
    student's laptop, takes nothing from the server. Runs train in child processes of the
    server (``bnviz/process.py``), as the app deploys them.
 
-    python benchmarks/bench_app.py [--window 20] [--depth 8] [--no-compare-compression]
+    python -m benchmarks.bench_app [--window 20] [--depth 8] [--no-compare-compression]
 """
 
 from __future__ import annotations
@@ -30,15 +30,10 @@ import base64
 import os
 import re
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks import serverctl  # noqa: E402
+from testsupport import serverctl
 
 OBSERVER_NICENESS = 10  # the measuring browser's priority below the server's (see observed)
 
@@ -350,7 +345,7 @@ def main() -> None:
     parser.add_argument("--no-compare-compression", action="store_true", help="skip the run without compression")
     args = parser.parse_args()
 
-    from ui.live import REFRESH_SECONDS
+    from bnviz.serve.settings import REFRESH_SECONDS
     from bnviz.trainer import PUBLISH_INTERVAL
 
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start", flush=True)

@@ -9,7 +9,7 @@
 2. Memory: a 200,000-step history fed with real-sized statistics, its bytes and the
    process's RSS along the way (goal: a fixed bound, RSS flat).
 
-    python benchmarks/bench_engine.py [--chunk 250] [--rounds 40] [--memory-steps 200000]
+    python -m benchmarks.bench_engine [--chunk 250] [--rounds 40] [--memory-steps 200000]
 """
 
 from __future__ import annotations
@@ -18,23 +18,19 @@ import argparse
 import os
 import resource
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bnviz.config import RunConfig  # noqa: E402
-from bnviz.data import BatchStream, load_dataset  # noqa: E402
-from bnviz.history import History  # noqa: E402
-from bnviz.model import build_model  # noqa: E402
-from bnviz.presets import get_preset  # noqa: E402
-from bnviz.stats import StepStats  # noqa: E402
-from bnviz.trainer import Trainer  # noqa: E402
+from bnviz.config import RunConfig
+from bnviz.data import BatchStream, load_dataset
+from bnviz.history import History
+from bnviz.model import build_model
+from bnviz.presets import get_preset
+from bnviz.stats import StepStats
+from bnviz.trainer import Trainer
 
 
 class PlainLoop:

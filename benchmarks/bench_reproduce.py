@@ -17,7 +17,7 @@ process's plus its ended children's (``getrusage``), start-up included. The goal
 at most 1.15x the plain loop's time. The machine may be shared: compare within a round,
 repeat rounds.
 
-    python benchmarks/bench_reproduce.py [--steps 50000] [--rounds 1] [--out DIR] [--skip-threads]
+    python -m benchmarks.bench_reproduce [--steps 50000] [--rounds 1] [--out DIR] [--skip-threads]
 """
 
 from __future__ import annotations
@@ -26,22 +26,19 @@ import argparse
 import multiprocessing
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bnviz.claims import configs_for  # noqa: E402
-from bnviz.config import RunConfig  # noqa: E402
-from bnviz.data import BatchStream, load_dataset  # noqa: E402
-from bnviz.model import build_model  # noqa: E402
-from bnviz.reproduce import run_reproduction  # noqa: E402
-from bnviz.trainer import EVAL_CHUNK  # noqa: E402
+from bnviz.config import RunConfig
+from bnviz.data import BatchStream, load_dataset
+from bnviz.model import build_model
+from bnviz.reproduce.registry import configs_for
+from bnviz.reproduce.run import run_reproduction
+from bnviz.trainer import EVAL_CHUNK
 
 GOAL = 1.15  # bnviz's reproduction may take at most this much longer than the plain loop
 CHECK_STEPS = 20  # steps of the fused-vs-separate equality check

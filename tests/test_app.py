@@ -15,10 +15,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from bnviz import claims, runfile
-from bnviz.pool import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING
+from bnviz import runfile
 from bnviz.presets import DEFAULT_PRESET, PRESETS
-from bnviz.process import TrainerProcess
+from bnviz.reproduce import registry
+from bnviz.serve.process import TrainerProcess
+from bnviz.serve.settings import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING
 from bnviz.trainer import Trainer
 from ui import controls, session
 from ui.charts import serialized_once
@@ -279,7 +280,7 @@ def test_the_reproduce_view_checks_the_published_claims_on_the_paired_runs(app):
     at.run()
     assert not at.exception
     lines = [e.value for kind in ("success", "warning") for e in at.get(kind)]
-    expected = claims.check_claims("ioffe-fig1", {t.config.norm: runfile.from_snapshot(t.snapshot()) for t in trainers})
+    expected = registry.check_claims("ioffe-fig1", {t.config.norm: runfile.from_snapshot(t.snapshot()) for t in trainers})
     assert sorted(lines) == sorted(claim.line for claim in expected)
     assert any(line.startswith("BN final test accuracy") for line in lines)
 

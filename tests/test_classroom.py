@@ -28,11 +28,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from benchmarks import browserclient, classroom_report, serverctl
-from benchmarks.streamclient import StreamClient
-from bnviz.pool import DEFAULT_QUEUE_TIMEOUT
-from ui.live import REFRESH_SECONDS
-from ui.session import ENV_IDLE_TIMEOUT, ENV_MAX_RUNNING, REAP_SECONDS
+from bnviz.serve.settings import DEFAULT_QUEUE_TIMEOUT, ENV_IDLE_TIMEOUT, ENV_MAX_RUNNING, REAP_SECONDS, REFRESH_SECONDS
+from testsupport import browserclient, classroom_report, serverctl
+from testsupport.streamclient import StreamClient
 
 ARTIFACTS = serverctl.ARTIFACTS
 MAX_RUNNING = 2

@@ -230,3 +230,10 @@ def test_configs_are_frozen_and_replace_validates():
         config.replace(depth=0)
     paired = config.paired_with(norm="batchnorm")
     assert paired.seed == config.seed and paired.norm == "batchnorm"
+
+
+@given(configs, configs)
+def test_key_names_the_config_exactly(a, b):
+    assert a.key() == RunConfig.from_json(a.to_json()).key() == RunConfig.from_query(a.to_query()).key()
+    assert (a.key() == b.key()) == (a == b)
+    assert len(a.key()) == 16 and int(a.key(), 16) >= 0

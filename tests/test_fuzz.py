@@ -27,11 +27,11 @@ import streamlit as st
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as hs
 from streamlit.testing.v1 import AppTest
+from test_config import CHOICES, field_strategy  # a valid value of each field (tests/ is on sys.path)
 
 from bnviz import data, runfile
 from bnviz.config import LIMITS, RunConfig, field_names
 from bnviz.presets import DEFAULT_PRESET, PRESETS
-from test_config import CHOICES, field_strategy  # a valid value of each field (tests/ is on sys.path)
 from ui import controls, session
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from bnviz.config import RunConfig
-from bnviz.pool import RunPool
+from bnviz.serve.pool import RunPool
 
 CONFIG = RunConfig(steps=1000)
 IDLE_TIMEOUT = 60.0

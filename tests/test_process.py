@@ -1,4 +1,4 @@
-"""Tests for bnviz.process: a run in a child process records what the same run in a thread
+"""Tests for bnviz.serve.process: a run in a child process records what the same run in a thread
 records, obeys the same controls, and never trains for nobody nor dies in silence.
 
 Every run a test starts is stopped and joined by the ``runs`` fixture.
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bnviz.config import RunConfig
-from bnviz.process import NICENESS, TrainerProcess
+from bnviz.serve.process import NICENESS, TrainerProcess
 from bnviz.trainer import Trainer
 
 WAIT = 60.0  # seconds: the first run of a session waits for the fork server to import torch
@@ -110,7 +110,7 @@ def test_a_child_stops_when_its_parent_is_gone():
     """A server killed outright leaves no run training: the pipe closes, the child exits."""
     script = ("import os, sys, time\n"
               "from bnviz.config import RunConfig\n"
-              "from bnviz.process import NICENESS, TrainerProcess\n"
+              "from bnviz.serve.process import NICENESS, TrainerProcess\n"
               "if __name__ == '__main__':\n"
               "    run = TrainerProcess(RunConfig(dataset='synthetic', depth=2, width=16, steps=200_000)).start()\n"
               "    while run.snapshot().step < 10: time.sleep(0.01)\n"

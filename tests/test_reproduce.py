@@ -1,4 +1,4 @@
-"""Tests for the reproductions (bnviz.reproduce, bnviz.report, bnviz.reproduce_cli).
+"""Tests for the reproductions (bnviz.reproduce: claims, registry, run, report, cli).
 
 Two kinds:
 1. Claims on hand-made run data: each claim reads "reproduced" on data that shows the
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from bnviz import __version__
-from bnviz.claims import (REPRODUCTIONS, check_claims, check_snapshots, configs_for, count_collapses,
-                          get_reproduction)
-from bnviz.reproduce import run_reproduction
-from bnviz.reproduce_cli import add_parser
+from bnviz.reproduce.claims import count_collapses
+from bnviz.reproduce.cli import add_parser
+from bnviz.reproduce.registry import REPRODUCTIONS, check_claims, check_snapshots, configs_for, get_reproduction
+from bnviz.reproduce.run import run_reproduction
 from bnviz.runfile import read_run, write_run
 from bnviz.trainer import Trainer
 

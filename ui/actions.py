@@ -13,8 +13,9 @@ import time
 import streamlit as st
 
 from bnviz.config import field_names
-from bnviz.pool import Entry
+from bnviz.serve.pool import Entry
 from ui import session
+from ui import state as keys
 from ui.controls import Choice
 
 SETTLE_SECONDS = 1.0  # wait at most this long for a trainer to show a command's effect
@@ -44,13 +45,13 @@ def toolbar(choice: Choice) -> None:
     labels = (("start", "Start", "primary", False), ("pause", "Pause", "secondary", current != "running"),
               ("resume", "Resume", "secondary", current != "paused"),
               ("step", "Step", "secondary", current in ("queued", "done")),
-              ("reset", "Reset", "secondary", current == "idle" and "last" not in state))
+              ("reset", "Reset", "secondary", current == "idle" and keys.LAST not in state))
     helps = {"start": "Start training (restarts if a run exists).",
              "step": "Train one step, then pause (from nothing: a new run, paused after its first step).",
              "reset": "Stop the run and clear the pictures."}
     clicked = {key: column.button(label, key=key, type=kind, disabled=off, help=helps.get(key), width="stretch")
                for column, (key, label, kind, off) in zip(buttons, labels)}
-    for notice in state.pop("notices", ()):
+    for notice in state.pop(keys.NOTICES, ()):
         st.info(notice)
     if clicked["start"] or (clicked["step"] and current == "idle"):
         start(choice, paused=clicked["step"])
@@ -83,13 +84,13 @@ def start(choice: Choice, paused: bool = False) -> Entry:
     pool, state = session.pool(), st.session_state
     configs = choice.configs(pool.max_running)
     entry = pool.submit(session.owner(), configs, paused=paused)
-    state.submitted = (tuple(configs), choice.compare)
-    state.live_lr = choice.config.lr
-    state.run_id = state.get("run_id", 0) + 1
-    for key in ("last", "scrub", "scrub_top", "scrub_follow", "drawn"):
+    state[keys.SUBMITTED] = (tuple(configs), choice.compare)
+    state[keys.LIVE_LR] = choice.config.lr
+    state[keys.RUN_ID] = state.get(keys.RUN_ID, 0) + 1
+    for key in keys.VIEW:
         state.pop(key, None)
     if choice.compare and len(configs) < len(choice.compared_norms()):
-        state.notices = [f"This server trains at most {pool.max_running} runs at once, so only the first "
+        state[keys.NOTICES] = [f"This server trains at most {pool.max_running} runs at once, so only the first "
                          f"{len(configs)} of the comparison run."]
     if entry.running and paused:  # the pool asked for the first step
         _settle(entry.trainers, lambda i, s: s.done or (s.status == "paused" and s.step > 0))
@@ -100,9 +101,9 @@ def reset() -> None:
     """Stop and forget this session's runs and pictures (the settings stay)."""
     session.pool().release(session.owner())
     state = st.session_state
-    for key in ("last", "submitted", "live_lr", "scrub", "scrub_top", "scrub_follow", "drawn"):
+    for key in keys.RUN:
         state.pop(key, None)
-    state.run_id = state.get("run_id", 0) + 1
+    state[keys.RUN_ID] = state.get(keys.RUN_ID, 0) + 1
 
 
 def _settle(trainers, done) -> None:
@@ -117,14 +118,14 @@ def _settle(trainers, done) -> None:
 def _live_changes(choice: Choice, entry: Entry) -> None:
     """Apply a new learning rate live; describe any other change and offer a restart."""
     state = st.session_state
-    submitted, compared = state.get("submitted", ((), False))
+    submitted, compared = state.get(keys.SUBMITTED, ((), False))
     if not submitted:
         return
     lr = choice.config.lr
-    if entry.running and lr != state.get("live_lr"):
+    if entry.running and lr != state.get(keys.LIVE_LR):
         for trainer in entry.trainers:
             trainer.set_lr(lr)
-        state.live_lr = lr
+        state[keys.LIVE_LR] = lr
         st.toast(f"Learning rate set to {lr:g}: marked on the charts from step {entry.trainers[0].snapshot().step}.")
     before, after = submitted[0], choice.config
     changed = [f"{key} {getattr(before, key)} → {getattr(after, key)}" for key in field_names()
@@ -137,6 +138,6 @@ def _live_changes(choice: Choice, entry: Entry) -> None:
         with st.container(border=True):
             st.info("The settings changed (" + "; ".join(changed) + "). This run keeps the settings it "
                     "started with; only the learning rate changes live.")
-            if st.button("Restart with the new settings", key="restart", type="primary"):
+            if st.button("Restart with the new settings", key=keys.RESTART, type="primary"):
                 start(choice)
                 st.rerun()

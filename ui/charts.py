@@ -21,6 +21,8 @@ import functools
 import plotly.graph_objects as go
 import streamlit as st
 
+from ui import state as keys
+
 # Drawn: Plotly has added its SVG layers, and Streamlit no longer hides the plot while it measures it.
 DRAWN = ".js-plotly-plot:not([style*='hidden']):not([style*='none']) .main-svg"
 
@@ -30,17 +32,17 @@ def chart(name: str, figure: go.Figure, config: dict, live: bool) -> None:
     state = st.session_state
     figure = serialized_once(figure)
     if not live:
-        state.pop(f"slots-{name}", None)
-        st.plotly_chart(figure, config=config, key=f"chart-{name}")
+        state.pop(keys.CHART_SLOTS + name, None)
+        st.plotly_chart(figure, config=config, key=keys.CHART + name)
         return
-    slots, newest = state.get(f"slots-{name}", ([figure, figure], 0))
+    slots, newest = state.get(keys.CHART_SLOTS + name, ([figure, figure], 0))
     if figure is not slots[newest]:
         newest = 1 - newest
         slots[newest] = figure
-    state[f"slots-{name}"] = (slots, newest)
-    with st.container(key=f"stack-{name}"):
+    state[keys.CHART_SLOTS + name] = (slots, newest)
+    with st.container(key=keys.STACK + name):
         for slot in (0, 1):
-            st.plotly_chart(slots[slot], config=config, key=f"chart-{name}-{slot}")
+            st.plotly_chart(slots[slot], config=config, key=f"{keys.CHART}{name}-{slot}")
     st.html(f"<style>{_css(name, newest)}</style>")
 
 

@@ -14,11 +14,22 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from bnviz.config import (ACTIVATIONS, DATASETS, INITS, LIMITS, NORM_POSITIONS, NORMS, OPTIMIZERS, SCHEDULES,
-                          RunConfig, field_names)
+from bnviz.config import (
+    ACTIVATIONS,
+    DATASETS,
+    INITS,
+    LIMITS,
+    NORM_POSITIONS,
+    NORMS,
+    OPTIMIZERS,
+    SCHEDULES,
+    RunConfig,
+    field_names,
+)
 from bnviz.presets import DEFAULT_PRESET, PRESETS, Preset
+from bnviz.serve.settings import SERVER_PARAM
 from bnviz.views import NORM_LABELS
-from ui.session import SERVER_PARAM
+from ui import state as keys
 
 LOG_GRID = tuple(float(f"{m}e{e}") for e in range(-4, 1) for m in range(1, 10)) + (10.0,)  # 1e-4 .. 10: 1, 2, .. 9 per decade
 WIDTHS = (8, 16, 32, 50, 64, 100, 128, 200, 256, 512, 1024)
@@ -113,9 +124,9 @@ def sidebar(marker: dict[str, str] | None = None) -> Choice:
     """Draw the controls; returns the current choice and keeps the URL in step with it
     (plus ``marker``, parameters that are not settings)."""
     state = st.session_state
-    if "choice" not in state:
-        state.choice = read_query(st.query_params.to_dict())
-    choice: Choice = state.choice
+    if keys.CHOICE not in state:
+        state[keys.CHOICE] = read_query(st.query_params.to_dict())
+    choice: Choice = state[keys.CHOICE]
     with st.sidebar:
         st.header("Settings")
         values = _widgets(choice)
@@ -124,10 +135,10 @@ def sidebar(marker: dict[str, str] | None = None) -> Choice:
         config = config.replace(**values)
     except ValueError as error:  # widgets stay inside LIMITS; this is a guard, shown not raised
         st.sidebar.error(str(error))
-    preset = PRESETS[state.get("preset", choice.preset.name)]
-    new = Choice(preset, config, bool(state.get("compare", choice.compare)), choice.hidden,
+    preset = PRESETS[state.get(keys.PRESET, choice.preset.name)]
+    new = Choice(preset, config, bool(state.get(keys.COMPARE, choice.compare)), choice.hidden,
                  choice.warnings if config == choice.config else ())
-    state.choice = new
+    state[keys.CHOICE] = new
     query = write_query(new) | (marker or {})
     if st.query_params.to_dict() != query:
         st.query_params.from_dict(query)
@@ -137,8 +148,8 @@ def sidebar(marker: dict[str, str] | None = None) -> Choice:
 def _apply_preset() -> None:
     """on_change of the preset box: its settings replace the widgets' (which re-seed from it)."""
     state = st.session_state
-    old: Choice = state.choice
-    state.choice = Choice(PRESETS[state.preset], PRESETS[state.preset].config, old.compare, old.hidden)
+    old: Choice = state[keys.CHOICE]
+    state[keys.CHOICE] = Choice(PRESETS[state[keys.PRESET]], PRESETS[state[keys.PRESET]].config, old.compare, old.hidden)
     for key in SETTINGS:
         state.pop(key, None)
 
@@ -153,13 +164,13 @@ def _widgets(choice: Choice) -> dict:
     show = {key: key not in hidden for key in HIDEABLE}
     cnn = config.arch == "cnn"
     if show["preset"]:
-        st.selectbox("Preset", tuple(PRESETS), key="preset", on_change=_apply_preset,
+        st.selectbox("Preset", tuple(PRESETS), key=keys.PRESET, on_change=_apply_preset,
                      help="\n".join(f"- **{p.name}**: {p.summary}" for p in PRESETS.values()))
     if show["norm"]:
         st.radio("Normalization", NORMS, key="norm", format_func=NORM_LABELS.get, horizontal=True)
     if show["norm_position"]:
         st.radio("BN placement", NORM_POSITIONS, key="norm_position", horizontal=True,
-                 disabled=state.norm == "none" and not state.compare,
+                 disabled=state.norm == "none" and not state[keys.COMPARE],
                  format_func=lambda p: f"{p} the activation")
     if show["activation"]:
         st.selectbox("Activation", ACTIVATIONS, key="activation")
@@ -187,8 +198,8 @@ def _widgets(choice: Choice) -> dict:
     if show["steps"]:
         _log_slider("Steps", "steps", STEPS)
     if show["compare"]:
-        labels = " vs ".join(NORM_LABELS[n] for n in compared_norms(PRESETS[state.preset], state.norm))
-        st.toggle("Compare side by side", key="compare", help=f"Runs {labels} with the same seed.")
+        labels = " vs ".join(NORM_LABELS[n] for n in compared_norms(PRESETS[state[keys.PRESET]], state.norm))
+        st.toggle("Compare side by side", key=keys.COMPARE, help=f"Runs {labels} with the same seed.")
     return {key: state[key] for key in SETTINGS if show[key]}
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from bnviz.claims import REPRODUCTIONS
 from bnviz.config import RunConfig
 from bnviz.presets import Preset
+from bnviz.reproduce.registry import REPRODUCTIONS
 from bnviz.saturation import DEAD_ACTIVATIONS, SATURATION_THRESHOLD
 
 INTRO = ("Pick a setup in the sidebar, press **Start**, and watch every hidden layer's activations "

@@ -17,15 +17,17 @@ import time
 import plotly.graph_objects as go
 import streamlit as st
 
-from bnviz import claims, figures, runfile
+from bnviz import figures, runfile
+from bnviz.reproduce import registry
+from bnviz.serve.settings import REFRESH_SECONDS
 from bnviz.snapshot import Snapshot
 from bnviz.views import NORM_LABELS, column_budget, run_view
 from ui import actions, charts, explain, session
+from ui import state as keys
 from ui.controls import Choice
 
 # Seconds between polls; idle and done: none. Training polls a little faster than twice a second
 # so that a slow refresh now and then still leaves two a second (benchmarks/bench_app.py).
-REFRESH_SECONDS = {"queued": 1.0, "running": 0.4, "paused": 2.0}
 SLOW_FIGURES = ("saturation", "unit_percentiles", "grad_norms")
 SLOW_SECONDS = 1.0  # while training these redraw at most once a second: Streamlit redraws a changed chart
 #                     from scratch, and the browser's drawing was the bottleneck (benchmarks/bench_app.py)
@@ -53,8 +55,8 @@ def _live(expected: str, choice: Choice) -> None:
                 "All trainer slots are busy; you are next — starts automatically when a slot frees.")
         return
     if entry is not None:
-        state.last = tuple(trainer.snapshot() for trainer in entry.trainers)
-    snapshots: tuple[Snapshot, ...] = state.get("last", ())
+        state[keys.LAST] = tuple(trainer.snapshot() for trainer in entry.trainers)
+    snapshots: tuple[Snapshot, ...] = state.get(keys.LAST, ())
     if not snapshots:
         st.info("Press **Start** to train. " + explain.INTRO)
         return
@@ -67,7 +69,7 @@ def _live(expected: str, choice: Choice) -> None:
         st.info("Loading the data and building the network…")
         return
     upto = _scrub(snapshots) if current in ("paused", "done", "idle") else None
-    kind = st.segmented_control("Heatmaps show", tuple(KINDS), key="heatmap_kind", default="pre",
+    kind = st.segmented_control("Heatmaps show", tuple(KINDS), key=keys.HEATMAP_KIND, default="pre",
                                 format_func=KINDS.get) or "pre"
     training = current == "running"
     drawn = _figures(snapshots, upto, kind, choice, training)
@@ -100,9 +102,9 @@ def _progress(snapshots) -> None:
 
 def _reproduction(snapshots, choice: Choice) -> None:
     """A paper preset's reproduce view: the published result, and each of its claims checked
-    on these runs' recorded data (bnviz.claims, the same code as the CLI's report)."""
+    on these runs' recorded data (bnviz.reproduce.registry, the same code as the CLI's report)."""
     preset = choice.preset
-    if preset.name not in claims.REPRODUCTIONS or len(snapshots) < 2:
+    if preset.name not in registry.REPRODUCTIONS or len(snapshots) < 2:
         return
     note = ""
     if snapshots[0].config.steps != preset.config.steps:
@@ -114,7 +116,7 @@ def _reproduction(snapshots, choice: Choice) -> None:
     if not settled:
         st.caption("Each published claim is checked on these runs' data once every run has finished or is paused.")
     elif results is None:
-        norms = ", ".join(NORM_LABELS[norm] for norm in claims.get_reproduction(preset.name).norms)
+        norms = ", ".join(NORM_LABELS[norm] for norm in registry.get_reproduction(preset.name).norms)
         st.caption(f"The published claims compare {norms}; these runs do not hold one of each that trained "
                    "(one ended in an error, or the server ran fewer runs), so they are not checked.")
     for claim in results or ():
@@ -124,10 +126,10 @@ def _reproduction(snapshots, choice: Choice) -> None:
 def _claims(name: str, snapshots) -> list | None:
     """check_snapshots, computed once per set of snapshot versions (it converts whole histories)."""
     state = st.session_state
-    key = (state.get("run_id", 0), name, tuple((s.config, s.version) for s in snapshots))
-    cached = state.get("claims")
+    key = (state.get(keys.RUN_ID, 0), name, tuple((s.config, s.version) for s in snapshots))
+    cached = state.get(keys.CLAIMS)
     if cached is None or cached[0] != key:
-        cached = state.claims = (key, claims.check_snapshots(name, snapshots))
+        cached = state[keys.CLAIMS] = (key, registry.check_snapshots(name, snapshots))
     return cached[1]
 
 
@@ -137,23 +139,23 @@ def _scrub(snapshots) -> int | None:
     state, top = st.session_state, max(s.step for s in snapshots)
     if top < 2:
         return None
-    if state.get("scrub_follow", True) or state.get("scrub_top") != top or "scrub" not in state:
-        state.scrub = top
-    state.scrub_top = top
-    upto = st.slider("Scrub through the run (step)", 1, top, key="scrub", on_change=_scrubbed)
+    if state.get(keys.SCRUB_FOLLOW, True) or state.get(keys.SCRUB_TOP) != top or keys.SCRUB not in state:
+        state[keys.SCRUB] = top
+    state[keys.SCRUB_TOP] = top
+    upto = st.slider("Scrub through the run (step)", 1, top, key=keys.SCRUB, on_change=_scrubbed)
     return None if upto >= top else upto
 
 
 def _scrubbed() -> None:
     state = st.session_state
-    state.scrub_follow = state.scrub >= state.get("scrub_top", 0)
+    state[keys.SCRUB_FOLLOW] = state[keys.SCRUB] >= state.get(keys.SCRUB_TOP, 0)
 
 
 def _figures(snapshots, upto, kind, choice: Choice, training: bool) -> dict[str, go.Figure]:
     """The five figures, rebuilt only when what they show changed (the slow ones at most once a second)."""
     state, now = st.session_state, time.monotonic()
-    scene, versions = (state.get("run_id", 0), upto, kind), tuple(s.version for s in snapshots)
-    cached = state.get("drawn")  # (scene, versions, figures, when the slow ones were built)
+    scene, versions = (state.get(keys.RUN_ID, 0), upto, kind), tuple(s.version for s in snapshots)
+    cached = state.get(keys.DRAWN)  # (scene, versions, figures, when the slow ones were built)
     if cached is not None and cached[:2] == (scene, versions):
         return cached[2]
     layers = max(len(s.layer_names) for s in snapshots)
@@ -171,7 +173,7 @@ def _figures(snapshots, upto, kind, choice: Choice, training: bool) -> dict[str,
                      unit_percentiles=figures.unit_percentiles(views, uirevision=revision),
                      grad_norms=figures.grad_norms(views, uirevision=revision))
         built = now
-    state.drawn = (scene, versions, drawn, built)
+    state[keys.DRAWN] = (scene, versions, drawn, built)
     return drawn
 
 
@@ -191,12 +193,12 @@ def _downloads(snapshots, drawn) -> None:
         name = f"bnviz-{snapshot.config.norm}-seed{snapshot.config.seed}"
         columns[2 * i].download_button(
             f"Run JSON ({NORM_LABELS[snapshot.config.norm]})", lambda s=snapshot: _run_json(s),
-            file_name=f"{name}.json", mime="application/json", on_click="ignore", key=f"json-{i}")
+            file_name=f"{name}.json", mime="application/json", on_click="ignore", key=f"{keys.JSON_DOWNLOAD}{i}")
         columns[2 * i + 1].download_button(
             f"CSV ({NORM_LABELS[snapshot.config.norm]})", lambda s=snapshot: runfile.to_csv(s),
-            file_name=f"{name}.csv", mime="text/csv", on_click="ignore", key=f"csv-{i}")
+            file_name=f"{name}.csv", mime="text/csv", on_click="ignore", key=f"{keys.CSV_DOWNLOAD}{i}")
     columns[-1].download_button("Figures (HTML)", lambda d=drawn: _html(d), file_name="bnviz-figures.html",
-                                mime="text/html", on_click="ignore", key="html")
+                                mime="text/html", on_click="ignore", key=keys.HTML_DOWNLOAD)
 
 
 def _run_json(snapshot: Snapshot) -> str:

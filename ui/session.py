@@ -30,15 +30,12 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from bnviz import process
-from bnviz.pool import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING, RunPool
+from bnviz.serve import process
+from bnviz.serve.pool import RunPool
+from bnviz.serve.settings import (DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING, ENV_IDLE_TIMEOUT, ENV_MAX_RUNNING, ENV_RUNS_IN,
+                                  REAP_SECONDS, RUNS_IN, SERVER_PARAM)
+from ui import state as keys
 
-REAP_SECONDS = 5.0  # sweep for closed tabs this often: well inside the idle timeout
-ENV_MAX_RUNNING = "BNVIZ_MAX_RUNNING"
-ENV_IDLE_TIMEOUT = "BNVIZ_IDLE_TIMEOUT"
-ENV_RUNS_IN = "BNVIZ_RUNS_IN"
-RUNS_IN = ("process", "thread")  # the first is the default
-SERVER_PARAM = "server"  # the URL parameter that says which server a page's runs are on
 RESTARTED = ("The server restarted since this link's run started (an update, a redeploy or a crash), so "
              "that run is gone: runs live only in the server's memory. The settings are kept in the link; "
              "press **Start** to train.")
@@ -94,7 +91,7 @@ def shared() -> Shared:
         logging.getLogger("bnviz").warning(problem)
     make_trainer = None  # the pool's default: a Trainer thread in this process
     if runs_in == "thread":
-        importlib.import_module("bnviz.warm")  # torch's first optimizer in this process, now: ~2 s the first run would wait
+        importlib.import_module("bnviz.serve.warm")  # torch's first optimizer in this process, now: ~2 s the first run would wait
     else:
         process.warm_up()  # the fork server imports torch now (~4 s), not when the first visitor presses Start
         make_trainer = process.TrainerProcess
@@ -125,9 +122,9 @@ def pool() -> RunPool:
 
 def owner() -> str:
     """This browser session's id in the pool."""
-    if "owner" not in st.session_state:
-        st.session_state.owner = uuid.uuid4().hex
-    return st.session_state.owner
+    if keys.OWNER not in st.session_state:
+        st.session_state[keys.OWNER] = uuid.uuid4().hex
+    return st.session_state[keys.OWNER]
 
 
 def url_marker() -> dict[str, str]:
@@ -138,8 +135,8 @@ def url_marker() -> dict[str, str]:
 def lost_run_notice(marker: str | None) -> str | None:
     """RESTARTED if this session opened on a URL marked by another server, until it starts a run."""
     state = st.session_state
-    if "lost_run" not in state:  # the session's first run: the URL is still the one it came with
-        state.lost_run = marker is not None and marker != shared().server_id
-    if state.lost_run and pool().get(owner()) is not None:
-        state.lost_run = False
-    return RESTARTED if state.lost_run else None
+    if keys.LOST_RUN not in state:  # the session's first run: the URL is still the one it came with
+        state[keys.LOST_RUN] = marker is not None and marker != shared().server_id
+    if state[keys.LOST_RUN] and pool().get(owner()) is not None:
+        state[keys.LOST_RUN] = False
+    return RESTARTED if state[keys.LOST_RUN] else None

@@ -2,7 +2,7 @@
 
 torch loads some of its modules lazily on the first optimizer: ~2 s on this machine, which
 stalled the first runs of a fresh server (``../shared/streamlit-notes.md``). The fork server
-that the app's runs start from imports it (``bnviz.process``), so every run inherits a warm
+that the app's runs start from imports it (``bnviz.serve.process``), so every run inherits a warm
 torch and the default dataset, shared copy-on-write; with runs in threads, the app's server
 imports it itself.
 """

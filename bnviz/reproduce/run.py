@@ -1,9 +1,9 @@
 """Reproductions: train a preset's paired runs side by side, check the published claims, report.
 
 ``run_reproduction(name)`` trains one run per ``norm`` value of a reproduction
-(``bnviz.claims``), at most one per core at a time, writes each run file
+(``bnviz.reproduce.registry``), at most one per core at a time, writes each run file
 (docs/run-format.md), checks the claims on the runs as the files hold them and writes
-``report.html`` and ``summary.txt`` (bnviz.report).
+``report.html`` and ``summary.txt`` (bnviz.reproduce.report).
 
 Runs train in separate processes by default. Threads do not use both cores: a Trainer's
 per-step Python work holds the GIL, and in a process that has loaded numpy its BLAS threads
@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from bnviz.claims import ClaimResult, check_claims, configs_for, get_reproduction, setup_facts
 from bnviz.config import RunConfig
+from bnviz.reproduce.facts import differences
+from bnviz.reproduce.registry import check_claims, configs_for
+from bnviz.reproduce.result import Result
 from bnviz.runfile import write_run
 
 Progress = Callable[[str, int, int, str], None]  # (norm, step, steps, status)
@@ -39,31 +41,6 @@ PARALLEL = ("process", "thread")
 # training those threads spin against the trainers (a small matrix product in bnviz.stats cost
 # 30x more before it moved to torch). Set in the workers' environment, as BLAS reads it when it loads.
 WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-@dataclass(frozen=True)
-class Result:
-    name: str
-    out_dir: Path
-    run_files: dict[str, Path]  # norm -> run file
-    runs: dict[str, dict]  # norm -> run file content, as read_run returns it
-    run_seconds: dict[str, float]  # norm -> training wall time, start-up included
-    run_cpu_seconds: dict[str, float]  # norm -> CPU time of the run's worker process, or thread
-    claims: list[ClaimResult]
-    train_seconds: float  # all runs, wall time
-    report: Path
-    summary: Path
-    parallel: str
-    workers: int
-    differences: tuple[str, ...]  # how our setup differs from the source, in numbers
-
-    @property
-    def completed(self) -> bool:
-        return all(run["status"] == "finished" for run in self.runs.values())
-
-    @property
-    def interrupted(self) -> bool:
-        return any(run["status"] == "stopped" for run in self.runs.values())
 
 
 def default_workers(runs: int) -> int:
@@ -79,7 +56,7 @@ def run_reproduction(name: str, steps: int | None = None, out_dir=".", progress:
     if parallel not in PARALLEL:
         raise ValueError(f"parallel must be one of {', '.join(PARALLEL)} (got {parallel!r})")
     configs = configs_for(name, steps, overrides)
-    facts = setup_facts(next(iter(configs.values())), data_dir)
+    setup = differences(name, next(iter(configs.values())), data_dir)  # before training: fails fast
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {norm: out / f"{name}-{norm}.json" for norm in configs}
@@ -90,11 +67,10 @@ def run_reproduction(name: str, steps: int | None = None, out_dir=".", progress:
     claims = check_claims(name, runs)
     summary = out / "summary.txt"
     summary.write_text("".join(claim.line + "\n" for claim in claims), encoding="utf-8")
-    differences = tuple(text.format(**facts) for text in get_reproduction(name).differences)
     result = Result(name, out, paths, runs, seconds, cpu_seconds, claims, train_seconds, out / "report.html", summary,
-                    parallel, workers, differences)
+                    parallel, workers, setup)
     if report:
-        from bnviz.report import write_report  # imports plotly: the workers never need it
+        from bnviz.reproduce.report import write_report  # imports plotly: the workers never need it
 
         write_report(result, result.report, data_dir=data_dir)
     return result

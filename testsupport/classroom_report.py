@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import serverctl
-from ui.session import REAP_SECONDS  # how often the server sweeps for abandoned runs
+from bnviz.serve.settings import REAP_SECONDS  # how often the server sweeps for abandoned runs
+from testsupport import serverctl
 
 
 def percentile(values, q: float) -> float:

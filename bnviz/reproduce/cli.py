@@ -20,8 +20,8 @@ LABELS = {"none": "no BN", "batchnorm": "BN", "noisy-batchnorm": "noisy BN", "no
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Declare ``reproduce`` on a ``add_subparsers()`` object; the handler is ``main``."""
-    from bnviz.claims import REPRODUCTIONS  # light: no torch, no plotly
-    from bnviz.reproduce import PARALLEL
+    from bnviz.reproduce.registry import REPRODUCTIONS  # light: no torch, no plotly
+    from bnviz.reproduce.run import PARALLEL
 
     parser = subparsers.add_parser("reproduce", help="reproduce a published experiment: paired runs, claims, report",
                                    description="Reproduce a published experiment end to end: paired runs, "
@@ -39,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bnviz.reproduce import run_reproduction
+    from bnviz.reproduce.run import run_reproduction
 
     overrides = {}
     for item in args.set:

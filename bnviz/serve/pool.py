@@ -10,7 +10,7 @@ a tab closed while waiting does not take a slot and train for nobody until it is
 Nothing here blocks: ``stop`` only sets a flag, runs end on their own.
 
 A run is a ``Trainer`` (a thread) by default; the app passes ``TrainerProcess`` (a child process
-with the same methods) so that its pages' work does not slow training (``bnviz.process``).
+with the same methods) so that its pages' work does not slow training (``bnviz.serve.process``).
 """
 
 from __future__ import annotations
@@ -21,15 +21,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bnviz.config import RunConfig
+from bnviz.serve.settings import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING, DEFAULT_QUEUE_TIMEOUT
 
 if TYPE_CHECKING:  # both import at run time only where they run: a server of processes never loads torch
-    from bnviz.process import TrainerProcess
+    from bnviz.serve.process import TrainerProcess
     from bnviz.trainer import Trainer
 
-DEFAULT_MAX_RUNNING = 4  # trainers at once: ~2 per core keeps each page fluid
-DEFAULT_IDLE_TIMEOUT = 50.0  # seconds without a poll before a run is taken for abandoned: with the
-#                             reaper's 5 s sweep, a closed tab's trainer stops within a minute
-DEFAULT_QUEUE_TIMEOUT = 5.0  # a queued page polls every second (ui/live.py): five missed polls, probably closed
 
 
 @dataclass

@@ -13,7 +13,7 @@ import base64
 import time
 from dataclasses import dataclass, field
 
-from benchmarks import serverctl
+from testsupport import serverctl
 
 PAGE_LOAD_TIMEOUT_S = 240  # thirty pages at once on a fresh 2-core server
 CLICK_TIMEOUT_S = 60

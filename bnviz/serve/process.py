@@ -11,7 +11,7 @@ of its own, at a lower priority than the pages (``NICENESS``): 0.87x in the same
 2. In the parent, a thread named like a trainer thread keeps the latest snapshot and ends
    when the child has: a live run is one such thread, as with in-process trainers.
 3. Children fork from a fork server that imported torch and bnviz once (``warm_up``, and
-   ``bnviz.warm``), so a run starts in tens of ms instead of the seconds a fresh torch takes,
+   ``bnviz.serve.warm``), so a run starts in tens of ms instead of the seconds a fresh torch takes,
    and a child does not inherit a web server's threads and sockets as a plain fork would.
 4. A child whose parent is gone (the pipe closes) stops its run and exits: nothing trains
    for nobody. A child that dies (killed, out of memory) ends its run as "error", saying so.
@@ -35,7 +35,7 @@ _CONTEXT = multiprocessing.get_context("forkserver") if AVAILABLE else None
 # What the fork server imports once for every run: the main module first (a child re-runs it
 # otherwise, as multiprocessing does), then a warm torch, the default data and the trainer.
 # The parent never imports torch for its runs: a web server whose runs are processes saves it.
-PRELOAD = ["__main__", "bnviz.warm", "bnviz.trainer", "bnviz.process"]
+PRELOAD = ["__main__", "bnviz.serve.warm", "bnviz.trainer", "bnviz.serve.process"]
 COMMANDS = ("pause", "resume", "step", "stop", "set_lr")  # the Trainer methods a parent may call
 PROCESS_NAME = b"bnviz-run"  # the child's name in ps and /proc, so a server's runs can be counted
 # A run yields the CPU to the web server first: on two cores, four runs at full priority made a

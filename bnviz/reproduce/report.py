@@ -19,8 +19,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from bnviz import __version__
-from bnviz.claims import COLOR_DIM_LAYER, LANDSCAPE_METRICS, final_accuracy, get_reproduction, nonzero_fraction
-from bnviz.reproduce import Result
+from bnviz.reproduce.claims import COLOR_DIM_LAYER, LANDSCAPE_METRICS, final_accuracy, nonzero_fraction
+from bnviz.reproduce.registry import get_reproduction
+from bnviz.reproduce.result import Result
 from bnviz.views import NORM_LABELS, RUN_COLORS  # the app's names and colours
 
 PERCENTILE_DASH = {"p15": "dot", "p50": "solid", "p85": "dash"}

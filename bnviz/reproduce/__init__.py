@@ -1,0 +1,10 @@
+"""The reproduction wing: published experiments run end to end and their claims checked on data.
+
+- ``claims``: each published claim as a check on recorded runs;
+- ``registry``: which preset runs with which norms, and which claims it checks;
+- ``facts``: how our setup differs from the source, in numbers, before training;
+- ``run``: train a reproduction's paired runs on every core and check the claims;
+- ``result`` and ``report``: what a reproduction produced, and its self-contained HTML report;
+- ``cli``: ``python -m bnviz reproduce``.
+Importing the package loads nothing heavy (no torch, no plotly).
+"""

@@ -1,0 +1,20 @@
+"""The serving wing's settings and their defaults: what a deployer can change, and the page's cadence.
+
+Imports nothing, so tests, benchmarks and the page share these without loading Streamlit,
+torch or the pool. Deployers set the limits with environment variables (on Streamlit
+Community Cloud, root-level secrets become environment variables).
+"""
+
+ENV_MAX_RUNNING = "BNVIZ_MAX_RUNNING"  # trainers at once for the whole server
+ENV_IDLE_TIMEOUT = "BNVIZ_IDLE_TIMEOUT"  # seconds without a poll before a tab's runs are stopped
+ENV_RUNS_IN = "BNVIZ_RUNS_IN"  # "process" or "thread"
+
+DEFAULT_MAX_RUNNING = 4  # trainers at once: ~2 per core keeps each page fluid
+DEFAULT_IDLE_TIMEOUT = 50.0  # seconds without a poll before a run is taken for abandoned: with the
+#                             reaper's sweep, a closed tab's trainer stops within a minute
+DEFAULT_QUEUE_TIMEOUT = 5.0  # a queued page polls every second: five missed polls, probably closed
+RUNS_IN = ("process", "thread")  # the first is the default
+REAP_SECONDS = 5.0  # sweep for closed tabs this often: well inside the idle timeout
+
+SERVER_PARAM = "server"  # the URL parameter that says which server a page's runs are on
+REFRESH_SECONDS = {"queued": 1.0, "running": 0.4, "paused": 2.0}  # the live view's poll, by run status
