@@ -24,6 +24,7 @@ import numpy as np
 from bnviz.config import RunConfig
 from bnviz.presets import DEFAULT_PRESET, PRESETS, get_preset
 from bnviz.reproduce import cli as reproduce_cli
+from bnviz.reproduce import map_cli
 from bnviz.runfile import write_run
 from bnviz.snapshot import Snapshot
 
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(subparsers)
     _add_sweep(subparsers)
     reproduce_cli.add_parser(subparsers)
+    map_cli.add_parser(subparsers)
     return parser
 
 

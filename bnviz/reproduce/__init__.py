@@ -5,6 +5,10 @@
 - ``facts``: how our setup differs from the source, in numbers, before training;
 - ``run``: train a reproduction's paired runs on every core and check the claims;
 - ``result`` and ``report``: what a reproduction produced, and its self-contained HTML report;
-- ``cli``: ``python -m bnviz reproduce``.
+- ``cli``: ``python -m bnviz reproduce``;
+- the trainability map: ``cells`` (many configs' runs on every core or a Dask cluster, kept on
+  disk by config), ``map`` (grids and paired specs), ``map_data`` (a finished map's arrays, the
+  shipped maps), ``map_claims``, ``map_figures``, ``map_report`` and ``map_cli`` (``python -m
+  bnviz map``).
 Importing the package loads nothing heavy (no torch, no plotly).
 """
