@@ -26,12 +26,11 @@ from bnviz.presets import DEFAULT_PRESET, PRESETS, get_preset
 from bnviz.reproduce import cli as reproduce_cli
 from bnviz.reproduce import map_cli
 from bnviz.runfile import write_run
-from bnviz.snapshot import Snapshot
+from bnviz.snapshot import Snapshot, final_accuracy
+from bnviz.terminal import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, EXIT_USAGE, LINE_WIDTH, parse_settings
 
-EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_STOPPED = 0, 2, 3, 130  # 130 = 128 + SIGINT, the shell's convention
 POLL_SECONDS = 0.25  # the progress line redraws about 4 times a second
 BAR_WIDTH = 24  # characters of the progress bar; the whole line fits 100 columns
-LINE_WIDTH = 100  # progress lines are padded to this, so a shorter one covers a longer one
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,12 +70,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from(args: argparse.Namespace) -> RunConfig:
     """The preset's config with --set and --steps applied; ValueError names the bad setting."""
-    values = get_preset(args.preset).config.to_dict()
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE (got {item!r})")
-        values[key.strip()] = value.strip()
+    values = {**get_preset(args.preset).config.to_dict(), **parse_settings(args.set)}
     if args.steps is not None:
         values["steps"] = args.steps
     return RunConfig.from_dict(values)
@@ -134,10 +128,6 @@ def final_loss(snapshot: Snapshot) -> float:
     return float(loss[-1]) if len(loss) else float("nan")
 
 
-def final_accuracy(snapshot: Snapshot) -> float:
-    return float(snapshot.accuracy[-1]) if len(snapshot.accuracy) else float("nan")
-
-
 def last_layer_saturation(snapshot: Snapshot) -> float:
     """Mean over all recorded steps of the last hidden layer's saturated (or dead) fraction."""
     saturation, count = snapshot.column("saturation"), snapshot.column("count")
@@ -188,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
     snapshot = train(config, args.data_dir)
     write_run(snapshot, out)
     print(f"{snapshot.message}; loss {_number(final_loss(snapshot), '.4g')}, "
-          f"test accuracy {_number(final_accuracy(snapshot), '.4f')}; wrote {out}")
+          f"test accuracy {_number(final_accuracy(snapshot.status, snapshot.accuracy), '.4f')}; wrote {out}")
     return exit_code([snapshot])
 
 
@@ -226,7 +216,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _print_table(key: str, results: list[tuple[object, Snapshot]]) -> None:
     header = (key, "status", "final loss", "test accuracy", "last-layer saturation (mean)")
-    rows = [(str(value), snapshot.status, _number(final_loss(snapshot), ".4g"), _number(final_accuracy(snapshot), ".4f"),
+    rows = [(str(value), snapshot.status, _number(final_loss(snapshot), ".4g"), _number(final_accuracy(snapshot.status, snapshot.accuracy), ".4f"),
              _number(last_layer_saturation(snapshot), ".3f")) for value, snapshot in results]
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     for row in (header, *rows):

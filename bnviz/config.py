@@ -137,7 +137,8 @@ def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in fields(RunConfig))
 
 
-def field_type(name: str) -> type:
+def field_kind(name: str) -> str:
+    """A field's type as its annotation spells it: "int", "float" or "str"."""
     return {f.name: f.type for f in fields(RunConfig)}[name]
 
 
@@ -149,7 +150,7 @@ def _coerce(name: str, value):
     """Turn a string (URL, command line) or JSON value into the field's type."""
     if name not in field_names():
         raise ValueError(f"unknown setting {name!r}; known settings: {', '.join(field_names())}")
-    kind = field_type(name)
+    kind = field_kind(name)
     if kind == "str":
         if not isinstance(value, str):
             raise ValueError(f"{name} must be text (got {value!r:.40})")
@@ -186,7 +187,7 @@ def _validate(config: RunConfig) -> None:
             raise ValueError(f"{name} must be one of {', '.join(allowed)} (got {str(value)[:40]!r})")
     for name, (low, high) in LIMITS.items():
         value = getattr(config, name)
-        expected = int if field_type(name) == "int" else float
+        expected = int if field_kind(name) == "int" else float
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{name} must be a number (got {value!r:.40})")
         if expected is int and not isinstance(value, int):

@@ -7,7 +7,7 @@ view: one run; several: a comparison with shared bin edges, colour scale and ste
 The heatmaps follow fastai's "colorful dimension" (Deep Learning for Coders, ch. 13): x is
 the step, y the activation value on a signed axis, colour log(1 + count). Colours are sent
 as uint8 levels so Plotly ships them as a compact base64 typed array; layouts are plain
-dicts because ``make_subplots`` costs ~50 ms per call and a live page redraws 2.5 times a second.
+dicts because ``make_subplots`` is slow for a page that redraws several times a second.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from bnviz.saturation import DEAD_ACTIVATIONS, SATURATION_THRESHOLD
+from bnviz.style import NORM_LABELS, RUN_COLORS
 from bnviz.views import RunView
 
 LEVELS = 255  # colour levels: one uint8 per cell
@@ -141,9 +142,9 @@ def unit_percentiles(views: list[RunView], uirevision: str = "unit-percentiles")
             low, mid, high = (view.lines["unit_percentiles"][:, r, k].astype(np.float32) for k in range(3))
             common = dict(type="scatter", mode="lines", x=steps, xaxis=x, yaxis=y, showlegend=False)
             band = dict(x=np.concatenate([steps, steps[::-1]]), y=np.concatenate([high, low[::-1]]))  # one outline
-            data += [dict(common, **band, line=dict(width=0), fill="toself", fillcolor=_fade(view.color),
+            data += [dict(common, **band, line=dict(width=0), fill="toself", fillcolor=_fade(RUN_COLORS[view.norm]),
                           name="15th-85th", hoverinfo="skip"),
-                     dict(common, y=mid, line=dict(color=view.color, width=2), name="median")]
+                     dict(common, y=mid, line=dict(color=RUN_COLORS[view.norm], width=2), name="median")]
     layout = grid.layout(views, row_titles=[_layer_label(n) for n in views[0].layer_names], share_y="row")
     layout.update(shapes=shapes, height=grid.height(LINE_ROW_PX), uirevision=uirevision, showlegend=False)
     return _figure(data, layout)
@@ -155,13 +156,13 @@ def loss_accuracy(views: list[RunView], published: dict[str, float] | None = Non
     grid = _Grid(1, 2, col_gap=0.1)
     data, shapes = [], []
     for view in views:
-        line = dict(color=view.color, width=2)
+        line = dict(color=RUN_COLORS[view.norm], width=2)
         steps = view.lines.get("steps", np.zeros(0)).astype(np.int32)
         loss = view.lines.get("loss", np.zeros(0)).astype(np.float32)
-        data.append(dict(type="scatter", mode="lines", x=steps, y=loss, name=view.title, line=line,
-                         legendgroup=view.title, xaxis="x", yaxis="y"))
+        data.append(dict(type="scatter", mode="lines", x=steps, y=loss, name=NORM_LABELS[view.norm], line=line,
+                         legendgroup=NORM_LABELS[view.norm], xaxis="x", yaxis="y"))
         data.append(dict(type="scatter", mode="lines+markers", x=view.accuracy_steps.astype(np.int32),
-                         y=view.accuracy.astype(np.float32), name=view.title, line=line, legendgroup=view.title,
+                         y=view.accuracy.astype(np.float32), name=NORM_LABELS[view.norm], line=line, legendgroup=NORM_LABELS[view.norm],
                          showlegend=False, xaxis="x2", yaxis="y2"))
         shapes += _lr_lines(view, "x", "y", label=True) + _lr_lines(view, "x2", "y2")
     for name, value in (published or {}).items():
@@ -221,7 +222,7 @@ class _Grid:
 
         share_y: "all" panels one y axis, "row" one per row (runs side by side), "" none.
         """
-        titles = titles if titles is not None else [v.title for v in views] if len(views) > 1 else []
+        titles = titles if titles is not None else [NORM_LABELS[v.norm] for v in views] if len(views) > 1 else []
         x_end = max(v.last_step for v in views)
         width = (1 - self.col_gap * (self.cols - 1)) / self.cols
         height = (1 - self.row_gap * (self.rows - 1)) / self.rows

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bnviz.model import Network, NoisyBatchNorm
+from bnviz.model import Network, StepNoise
 
 STEP_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # eta as multiples of the learning rate: the paper sweeps a range around it
 
@@ -24,7 +24,7 @@ def measure(network: Network, x: torch.Tensor, y: torch.Tensor, lr: float) -> tu
     start = [p.detach().clone() for p in params]
     grad = [p.grad.detach().clone() for p in params]
     buffers = [b.detach().clone() for b in network.buffers()]
-    generators = [m.generator.get_state() for m in network.modules() if isinstance(m, NoisyBatchNorm)]
+    generators = [m.generator.get_state() for m in network.modules() if isinstance(m, StepNoise)]
     grad_norm = torch.sqrt(sum((g * g).sum() for g in grad))
     losses, changes, smoothness = [], [], []
     try:
@@ -47,7 +47,7 @@ def measure(network: Network, x: torch.Tensor, y: torch.Tensor, lr: float) -> tu
                 p.grad = g
             for b, b0 in zip(network.buffers(), buffers):
                 b.copy_(b0)
-        noisy = [m for m in network.modules() if isinstance(m, NoisyBatchNorm)]
+        noisy = [m for m in network.modules() if isinstance(m, StepNoise)]
         for module, state in zip(noisy, generators):
             module.generator.set_state(state)
     return max(losses) - min(losses), max(changes), max(smoothness)

@@ -34,27 +34,24 @@ ACTIVATION_MODULES = {
 }
 
 
-class NoisyBatchNorm(nn.Module):
-    """BatchNorm followed by noise whose distribution changes every step (Santurkar et al. 2018, §2.1).
+class StepNoise(nn.Module):
+    """Noise whose distribution changes every step (Santurkar et al. 2018, §2.1): norm "noise"
+    alone, and the second half of ``NoisyBatchNorm``.
 
     In training, each step draws a mean ``mu ~ U(-noise_mean, noise_mean)`` and a std
     ``sigma ~ U(1, noise_std)``, then adds i.i.d. ``N(mu, sigma^2)`` noise to every
     activation of every sample: a "covariate shift" far larger than training causes.
     The uniform ranges are bnviz's choice (the paper's appendix gives its own per network).
-    Without a ``bn`` (``batchnorm=False``) it adds the same noise to an un-normalized layer.
+    In evaluation it adds nothing. Its own seeded generator keeps runs reproducible.
     """
 
-    def __init__(self, num_features: int, dims: int, noise_mean: float, noise_std: float,
-                 seed: int, batchnorm: bool = True):
+    def __init__(self, noise_mean: float, noise_std: float, seed: int):
         super().__init__()
-        bn_class = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
-        self.bn = bn_class(num_features) if batchnorm else nn.Identity()
         self.noise_mean = noise_mean
         self.noise_std = noise_std
         self.generator = torch.Generator().manual_seed(seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn(x)
         if not self.training:
             return x
         # 1. this step's noise distribution; 2. one draw per activation of every sample
@@ -63,6 +60,18 @@ class NoisyBatchNorm(nn.Module):
         sigma = 1 + sigma * (self.noise_std - 1)
         noise = torch.randn(x.shape, generator=self.generator).mul_(sigma).add_(mu)
         return x + noise
+
+
+class NoisyBatchNorm(nn.Module):
+    """BatchNorm followed by ``StepNoise``: Santurkar et al.'s "noisy BN" (§2.1)."""
+
+    def __init__(self, num_features: int, dims: int, noise_mean: float, noise_std: float, seed: int):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(num_features) if dims == 1 else nn.BatchNorm2d(num_features)
+        self.noise = StepNoise(noise_mean, noise_std, seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.noise(self.bn(x))
 
 
 class HiddenBlock(nn.Module):
@@ -158,8 +167,9 @@ def _norm(config: RunConfig, features: int, dims: int, index: int) -> nn.Module 
     if config.norm == "batchnorm":
         return nn.BatchNorm1d(features) if dims == 1 else nn.BatchNorm2d(features)
     noise_seed = config.seed * SEED_STRIDE + 500 + index  # apart from the weight seeds
-    return NoisyBatchNorm(features, dims, config.noise_mean, config.noise_std, noise_seed,
-                          batchnorm=config.norm == "noisy-batchnorm")
+    if config.norm == "noise":
+        return StepNoise(config.noise_mean, config.noise_std, noise_seed)
+    return NoisyBatchNorm(features, dims, config.noise_mean, config.noise_std, noise_seed)
 
 
 def _head_layer(head: nn.Module) -> nn.Module:

@@ -3,18 +3,13 @@
 A hook does one thing on the training hot path: keep a reference to the nonlinearity's
 input (no copy, no statistics). After backward the step's tensors are kept as they are;
 when the ring is reduced, one ``torch.stack`` per layer copies its K steps into a
-preallocated ring. Copying inside each hook cost ~25 us a layer in view bookkeeping, a
-tenth of a step of the BN paper's MLP; one ``_foreach_copy_`` per step cost more than the
-stack (A/B in one process: 0.83x -> 0.90x the plain loop without BN, 0.73x -> 0.83x with
-BN). The trainer turns the ring into statistics in one batch (``bnviz.stats``) on its own
-thread, at each publish or when the ring is full. A separate reducer thread lost while the
-reduction was many short calls per layer (0.79x the plain loop against 0.88x inline
-without BN): they fought training for the GIL (only the fastai CNN, whose big tensors
-release it, gained: 17-20 against 14 steps/s). With the batched reduction a thread gains
-on an idle second core (0.88x against 0.83x without BN, 0.92x against 0.88x with BN), but
-it moves the work to that core, it does not make it smaller, and a class on a shared
-server has no idle core. Inline, a run is one thread, which a shared server counts.
-Post-activations are not copied: they are the nonlinearity applied to what is in the ring.
+preallocated ring: a copy per layer and step inside the hook costs more in dispatch than
+one stack of K steps. The trainer turns the ring into statistics in one batch
+(``bnviz.stats``) on its own thread, at each publish or when the ring is full. A separate
+reducer thread would only move that work to the other core, not shrink it, and a class on a
+shared server has no idle core: inline, a run is one thread, which a shared server counts
+(README, "Figures", has the measurements). Post-activations are not copied: they are the
+nonlinearity applied to what is in the ring.
 
 ``ActivationProbe`` is a context manager (as fastai's ``Hooks``): it always removes its
 hooks on exit, also on an exception, and removing twice is harmless.
@@ -41,7 +36,7 @@ class Ring:
         self.pre = [torch.empty(steps, rows, math.prod(shape)) for shape in shapes]  # per layer (K, rows, features)
         self.shapes = shapes  # of one sample, per layer
         # Until the ring is reduced, each step's tensors as caught, per step, per layer: one stack
-        # per layer then fills `pre` (a copy per layer and step cost 5-10 us in dispatch).
+        # per layer then fills `pre` (a copy per layer and step costs more, in dispatch).
         self.caught: list[list[torch.Tensor]] = []
         self.grad_norms: list[list[torch.Tensor]] = []  # 0-d, per step, per layer
         self.losses = np.empty(steps)
@@ -55,7 +50,7 @@ class ActivationProbe:
     def __init__(self, network: Network, activation: str, batch_size: int, input_shape: tuple[int, ...]):
         self.network = network
         self.layers = network.weighted_layers()
-        self._weights = [layer.weight for layer in self.layers]  # Module attribute lookups cost ~1 us each, every step
+        self._weights = [layer.weight for layer in self.layers]  # Module attribute lookups, saved every step
         shapes = _pre_activation_shapes(network, input_shape)  # per sample, per layer
         sizes = [math.prod(shape) for shape in shapes]
         # A huge layer records the first `rows` samples of each batch, so a ring stays within budget.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Mapping
+from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from bnviz.config import RunConfig
 
 STATES = ("starting", "running", "paused", "finished", "diverged", "stopped", "error")
 FINAL_STATES = ("finished", "diverged", "stopped", "error")  # the thread has ended
+CHANCE = 0.1  # accuracy of a guess among the 10 classes of every bnviz dataset
 EMPTY = np.zeros(0)
 EMPTY.flags.writeable = False
 
@@ -71,3 +72,36 @@ def _unpickled(values: dict) -> Snapshot:
     for array in (*values["columns"].values(), *(v for v in values.values() if isinstance(v, np.ndarray))):
         array.flags.writeable = False
     return Snapshot(**{**values, "columns": MappingProxyType(values["columns"])})
+
+
+def final_accuracy(status: str, accuracy) -> float:
+    """A run's final held-out accuracy, the one definition every report and table uses: the
+    last one measured (NaN if none was), except for a run that diverged, which ended with
+    non-finite weights whatever it measured before and counts as chance."""
+    if status == "diverged":
+        return CHANCE
+    return float(accuracy[-1]) if len(accuracy) else float("nan")
+
+
+class Runner(Protocol):
+    """What trains one run, as its readers and the page see it: a ``bnviz.trainer.Trainer``
+    (a thread) or a ``bnviz.serve.process.TrainerProcess`` (a child process) alike. Readers take
+    immutable snapshots; the commands only set flags, and the run shows their effect in a
+    later snapshot."""
+
+    config: RunConfig
+
+    def start(self, paused: bool = False) -> Runner: ...
+    def snapshot(self) -> Snapshot: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def step(self, count: int = 1) -> None: ...
+    def stop(self) -> None: ...
+    def set_lr(self, lr: float) -> None: ...
+    def join(self, timeout: float | None = None) -> bool: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+
+RunnerFactory = Callable[..., Runner]  # (config, data_dir=None) -> a Runner not yet started

@@ -65,7 +65,7 @@ class Trainer:
     def wait(self, until: Callable[[Snapshot], bool], timeout: float | None = None) -> Snapshot:
         """Block until a published snapshot satisfies ``until``, or the run has ended, or
         ``timeout`` seconds pass; returns the latest snapshot. A reader that polls instead
-        takes the GIL from training at every poll (a 5 ms poll cost the trainer ~3%)."""
+        takes the GIL from training at every poll."""
         with self._published:
             self._published.wait_for(lambda: self._snapshot.done or until(self._snapshot), timeout)
         return self._snapshot

@@ -21,16 +21,13 @@ CELL_BUDGET = 8 * 200  # panels x columns per heatmap figure: bounds the bytes a
 LINE_POINTS = 120  # points per line: a line chart is half the page wide, and every trace carries its own x
 MIN_COLUMNS = 60  # even a 20-layer comparison keeps this much time resolution
 LINE_KEYS = ("steps", "count", "loss", "mean", "std", "unit_percentiles", "saturation", "grad_norm")  # mean, std: merge_runs needs them
-NORM_LABELS = {"none": "no BN", "batchnorm": "BatchNorm", "noisy-batchnorm": "noisy BN", "noise": "noise only"}
-RUN_COLORS = {"none": "#555555", "batchnorm": "#1f6fd1", "noisy-batchnorm": "#e07b00", "noise": "#c62828"}
 
 
 @dataclass(frozen=True)
 class RunView:
     """What the figures draw of one run: columns cut at ``upto`` and decimated to chart width."""
 
-    title: str
-    color: str
+    norm: str  # names and colours the run in a figure (bnviz.style)
     activation: str
     layer_names: tuple[str, ...]
     pre_edges: np.ndarray  # (bins + 1,)
@@ -74,8 +71,7 @@ def run_view(snapshot: Snapshot, upto: int | None = None, max_columns: int = MAX
     seen = snapshot.accuracy_steps <= limit
     config = snapshot.config
     return RunView(
-        title=NORM_LABELS[config.norm],
-        color=RUN_COLORS[config.norm],
+        norm=config.norm,
         activation=config.activation,
         layer_names=snapshot.layer_names,
         pre_edges=snapshot.pre_edges,

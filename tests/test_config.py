@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bnviz import config as cfg
-from bnviz.config import LIMITS, RunConfig, field_names, field_type
+from bnviz.config import LIMITS, RunConfig, field_names, field_kind
 
 CHOICES = {
     "dataset": cfg.DATASETS,
@@ -25,15 +25,15 @@ CHOICES = {
     "optimizer": cfg.OPTIMIZERS,
     "schedule": cfg.SCHEDULES,
 }
-INT_FIELDS = [name for name in LIMITS if field_type(name) == "int"]
-FLOAT_FIELDS = [name for name in LIMITS if field_type(name) == "float"]
+INT_FIELDS = [name for name in LIMITS if field_kind(name) == "int"]
+FLOAT_FIELDS = [name for name in LIMITS if field_kind(name) == "float"]
 
 
 def field_strategy(name: str):
     if name in CHOICES:
         return st.sampled_from(CHOICES[name])
     low, high = LIMITS[name]
-    if field_type(name) == "int":
+    if field_kind(name) == "int":
         return st.integers(low, high)
     return st.floats(low, high, allow_nan=False, allow_infinity=False)
 
@@ -112,7 +112,7 @@ def test_from_dict_wants_a_mapping():
 
 def out_of_range(name: str) -> list:
     low, high = LIMITS[name]
-    if field_type(name) == "int":
+    if field_kind(name) == "int":
         return [low - 1, high + 1, high * 10]
     return [low - 1 if low == 0 else low / 2, high * 1.5, -high]
 
@@ -120,7 +120,7 @@ def out_of_range(name: str) -> list:
 def limits_message(name: str) -> str:
     """The exact limits, as a person would type them: 2147483647, not 2.14748e+09."""
     low, high = LIMITS[name]
-    show = (lambda n: f"{n:g}") if field_type(name) == "float" else str
+    show = (lambda n: f"{n:g}") if field_kind(name) == "float" else str
     return f"{name} must be between {show(low)} and {show(high)}"
 
 
@@ -156,7 +156,7 @@ def test_limits_are_shown_exactly():
 @given(st.sampled_from(sorted(LIMITS)), st.data())
 def test_generated_out_of_range_values_are_rejected(name, data):
     low, high = LIMITS[name]
-    if field_type(name) == "int":
+    if field_kind(name) == "int":
         value = data.draw(st.integers(max_value=low - 1) | st.integers(min_value=high + 1))
     else:
         below = st.floats(max_value=low, exclude_max=True, allow_nan=False, allow_infinity=False)

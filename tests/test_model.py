@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bnviz.config import RunConfig
-from bnviz.model import CNN_CHANNELS, HiddenBlock, NoisyBatchNorm, build_model
+from bnviz.model import CNN_CHANNELS, HiddenBlock, NoisyBatchNorm, StepNoise, build_model
 
 
 @pytest.fixture(autouse=True)
@@ -185,9 +185,9 @@ def test_default_init_matches_pytorchs_bounds():
     assert layer.bias.abs().max() <= bound
 
 
-def noise_of(module: NoisyBatchNorm, x: torch.Tensor) -> torch.Tensor:
-    """What the module added on top of BatchNorm (or on top of nothing, without BN)."""
-    if isinstance(module.bn, nn.BatchNorm1d):
+def noise_of(module: NoisyBatchNorm | StepNoise, x: torch.Tensor) -> torch.Tensor:
+    """What the module added on top of BatchNorm (or on top of nothing, the noise alone)."""
+    if isinstance(module, NoisyBatchNorm):
         plain = nn.BatchNorm1d(x.shape[1])
         plain.load_state_dict(module.bn.state_dict())
         return module(x) - plain.train()(x)
@@ -197,7 +197,8 @@ def noise_of(module: NoisyBatchNorm, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("batchnorm", [True, False])
 def test_noisy_batchnorm_adds_noise_whose_distribution_changes_every_step(batchnorm):
     noise_mean, noise_std = 0.5, 2.0
-    module = NoisyBatchNorm(64, dims=1, noise_mean=noise_mean, noise_std=noise_std, seed=1, batchnorm=batchnorm).train()
+    module = (NoisyBatchNorm(64, dims=1, noise_mean=noise_mean, noise_std=noise_std, seed=1) if batchnorm
+              else StepNoise(noise_mean=noise_mean, noise_std=noise_std, seed=1)).train()
     x = torch.randn(128, 64, generator=torch.Generator().manual_seed(0)) * 3 + 1
     means, stds = [], []
     for _ in range(150):
@@ -231,17 +232,15 @@ def test_noisy_batchnorm_2d_has_the_shape_of_its_input():
     assert module(x).shape == x.shape
 
 
-@pytest.mark.parametrize("norm, has_bn", [("noisy-batchnorm", True), ("noise", False), ("batchnorm", True)])
-def test_norm_choices_build_the_right_module(norm, has_bn):
+@pytest.mark.parametrize("norm, module", [("noisy-batchnorm", NoisyBatchNorm), ("noise", StepNoise),
+                                          ("batchnorm", nn.BatchNorm1d)])
+def test_norm_choices_build_the_right_module(norm, module):
     network = mlp(depth=2, width=16, norm=norm)
     for block in network.blocks:
-        if norm == "batchnorm":
-            assert type(block.norm) is nn.BatchNorm1d
-            continue
-        assert isinstance(block.norm, NoisyBatchNorm)
-        assert isinstance(block.norm.bn, nn.BatchNorm1d) == has_bn
-        assert isinstance(block.norm.bn, nn.Identity) == (not has_bn)
-        assert (block.norm.noise_mean, block.norm.noise_std) == (0.5, 1.25)
+        assert type(block.norm) is module
+        if norm != "batchnorm":
+            noise = block.norm if norm == "noise" else block.norm.noise
+            assert (noise.noise_mean, noise.noise_std) == (0.5, 1.25)
 
 
 def test_noise_without_bn_is_the_linear_output_plus_noise():
@@ -261,5 +260,5 @@ def test_noise_without_bn_is_the_linear_output_plus_noise():
 
 def test_noise_seeds_differ_between_layers():
     network = mlp(depth=2, width=16, norm="noisy-batchnorm")
-    first, second = (block.norm.generator.get_state() for block in network.blocks)
+    first, second = (block.norm.noise.generator.get_state() for block in network.blocks)
     assert not torch.equal(first, second)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from bnviz import landscape
 from bnviz.config import RunConfig
 from bnviz.data import BatchStream, load_dataset
-from bnviz.model import NoisyBatchNorm, build_model
+from bnviz.model import StepNoise, build_model
 from bnviz.snapshot import FINAL_STATES
 from bnviz.trainer import ONECYCLE_DIV, ONECYCLE_FINAL_DIV, ONECYCLE_WARMUP, Trainer, onecycle_factor
 
@@ -290,14 +290,14 @@ def test_landscape_measure_restores_the_network_and_matches_a_direct_computation
     for copied, original in zip(reference_network.parameters(), network.parameters()):
         copied.grad = original.grad.clone()
     before = model_state(network)
-    noise_states = [m.generator.get_state() for m in network.modules() if isinstance(m, NoisyBatchNorm)]
+    noise_states = [m.generator.get_state() for m in network.modules() if isinstance(m, StepNoise)]
     lr = 0.1
 
     result = landscape.measure(network, x, y, lr)
 
     for a, b in zip(before, model_state(network)):
         assert torch.equal(a, b)
-    for state, module in zip(noise_states, [m for m in network.modules() if isinstance(m, NoisyBatchNorm)]):
+    for state, module in zip(noise_states, [m for m in network.modules() if isinstance(m, StepNoise)]):
         assert torch.equal(state, module.generator.get_state())
 
     params = list(reference_network.parameters())

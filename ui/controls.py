@@ -14,21 +14,11 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from bnviz.config import (
-    ACTIVATIONS,
-    DATASETS,
-    INITS,
-    LIMITS,
-    NORM_POSITIONS,
-    NORMS,
-    OPTIMIZERS,
-    SCHEDULES,
-    RunConfig,
-    field_names,
-)
+from bnviz.config import (ACTIVATIONS, DATASETS, INITS, LIMITS, NORM_POSITIONS, NORMS, OPTIMIZERS, SCHEDULES, RunConfig,
+                          field_names)
 from bnviz.presets import DEFAULT_PRESET, PRESETS, Preset
 from bnviz.serve.settings import SERVER_PARAM
-from bnviz.views import NORM_LABELS
+from bnviz.style import NORM_LABELS
 from ui import state as keys
 
 LOG_GRID = tuple(float(f"{m}e{e}") for e in range(-4, 1) for m in range(1, 10)) + (10.0,)  # 1e-4 .. 10: 1, 2, .. 9 per decade

@@ -21,7 +21,8 @@ from bnviz import figures, runfile
 from bnviz.reproduce import registry
 from bnviz.serve.settings import REFRESH_SECONDS
 from bnviz.snapshot import Snapshot
-from bnviz.views import NORM_LABELS, column_budget, run_view
+from bnviz.style import NORM_LABELS
+from bnviz.views import column_budget, run_view
 from ui import actions, charts, explain, session
 from ui import state as keys
 from ui.controls import Choice

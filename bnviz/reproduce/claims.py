@@ -16,7 +16,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from bnviz import snapshot
 from bnviz.presets import get_preset
+from bnviz.snapshot import CHANCE
 
 Runs = Mapping[str, dict]  # norm -> run file content as bnviz.runfile.read_run returns it
 Claim = Callable[[Runs], "tuple[bool, str]"]
@@ -24,17 +26,12 @@ Claim = Callable[[Runs], "tuple[bool, str]"]
 DRIFT_SKIP = 0.05  # ioffe-fig1: the first 5% of steps are the initial transient, not drift
 COLLAPSE_DROP = 0.10  # fastai: a fall of the non-zero fraction this large (of all activations) is a collapse
 NOISY_TOLERANCE = 0.03  # noisy-bn: "about as well as BN" = at most 3 accuracy points below it
-CHANCE = 0.1  # accuracy of a guess among the 10 classes of every bnviz dataset
 
 
 
 def final_accuracy(run: dict) -> float:
-    """The last held-out accuracy measured; NaN if none was. A run that diverged ended with
-    non-finite weights, whatever it measured before: it counts as chance."""
-    if run["status"] == "diverged":
-        return CHANCE
-    values = run["test_accuracy"]["values"]
-    return float(values[-1]) if len(values) else math.nan
+    """A run file's final held-out accuracy (``bnviz.snapshot.final_accuracy``: a diverged run counts as chance)."""
+    return snapshot.final_accuracy(run["status"], run["test_accuracy"]["values"])
 
 
 def first_step_reaching(run: dict, target: float) -> int | None:

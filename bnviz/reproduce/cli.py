@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_STOPPED = 0, 2, 3, 130  # as bnviz.cli
-LINE_WIDTH = 100  # progress lines are padded to this, so a shorter one covers a longer one
-LABELS = {"none": "no BN", "batchnorm": "BN", "noisy-batchnorm": "noisy BN", "noise": "noise"}
+from bnviz.style import NORM_LABELS
+from bnviz.terminal import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, EXIT_USAGE, LINE_WIDTH, parse_settings
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -41,15 +40,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     from bnviz.reproduce.run import run_reproduction
 
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            print(f"bnviz: error: --set expects KEY=VALUE (got {item!r})", file=sys.stderr)
-            return EXIT_USAGE
-        overrides[key.strip()] = value.strip()
     progress = _ProgressLine()
     try:
+        overrides = parse_settings(args.set)
         result = run_reproduction(args.name, steps=args.steps, out_dir=args.out, progress=progress,
                                   overrides=_typed(overrides), parallel=args.parallel, data_dir=args.data_dir)
     except (ValueError, OSError) as error:  # a bad setting, data folder or output path: words, not a traceback
@@ -86,7 +79,7 @@ class _ProgressLine:
         self.drawn = False
 
     def __call__(self, norm: str, step: int, steps: int, status: str) -> None:
-        self.states[norm] = f"{LABELS.get(norm, norm)} {step:,}/{steps:,} {status}"
+        self.states[norm] = f"{NORM_LABELS.get(norm, norm)} {step:,}/{steps:,} {status}"
         sys.stderr.write("\r" + " | ".join(self.states.values()).ljust(LINE_WIDTH))
         sys.stderr.flush()
         self.drawn = True

@@ -13,21 +13,10 @@ from typing import Mapping
 
 from bnviz.config import RunConfig
 from bnviz.presets import Preset, get_preset
-from bnviz.reproduce.claims import (
-    LANDSCAPE_METRICS,
-    Claim,
-    Runs,
-    bn_beats_plain,
-    fastai_collapses,
-    fastai_final_accuracy,
-    ioffe_final_accuracy,
-    ioffe_stable_inputs,
-    ioffe_trains_faster,
-    landscape_claim,
-    noise_alone_hurts,
-    noisy_beats_plain,
-    noisy_close_to_bn,
-)
+from bnviz.reproduce.claims import (LANDSCAPE_METRICS, Claim, Runs, bn_beats_plain, fastai_collapses,
+                                    fastai_final_accuracy, ioffe_final_accuracy, ioffe_stable_inputs,
+                                    ioffe_trains_faster, landscape_claim, noise_alone_hurts, noisy_beats_plain,
+                                    noisy_close_to_bn)
 from bnviz.runfile import from_snapshot
 
 MIN_EVAL_EVERY = 5  # a held-out evaluation costs a few training steps: a short run evaluates at most every 5th

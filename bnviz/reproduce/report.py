@@ -22,7 +22,7 @@ from bnviz import __version__
 from bnviz.reproduce.claims import COLOR_DIM_LAYER, LANDSCAPE_METRICS, final_accuracy, nonzero_fraction
 from bnviz.reproduce.registry import get_reproduction
 from bnviz.reproduce.result import Result
-from bnviz.views import NORM_LABELS, RUN_COLORS  # the app's names and colours
+from bnviz.style import NORM_LABELS, RUN_COLORS  # the app's names and colours
 
 PERCENTILE_DASH = {"p15": "dot", "p50": "solid", "p85": "dash"}
 FIGURE_HEIGHT = 380  # px: one row of panels, readable on a laptop and in the README's PNG

@@ -7,9 +7,8 @@
 
 Runs train in separate processes by default. Threads do not use both cores: a Trainer's
 per-step Python work holds the GIL, and in a process that has loaded numpy its BLAS threads
-compete too; benchmarks/bench_reproduce.py measured two trainer threads 2.7x slower than two
-processes for the full ioffe-fig1. ``parallel="thread"`` skips the ~2 s start-up of a
-process, which is what the short runs of the tests want.
+compete too (benchmarks/bench_reproduce.py compares the two). ``parallel="thread"`` skips
+the seconds a process takes to start, which is what the short runs of the tests want.
 """
 
 from __future__ import annotations

@@ -18,15 +18,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from bnviz.config import RunConfig
 from bnviz.serve.settings import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING, DEFAULT_QUEUE_TIMEOUT
-
-if TYPE_CHECKING:  # both import at run time only where they run: a server of processes never loads torch
-    from bnviz.serve.process import TrainerProcess
-    from bnviz.trainer import Trainer
-
+from bnviz.snapshot import Runner, RunnerFactory
 
 
 @dataclass
@@ -35,7 +30,7 @@ class Entry:
 
     owner: str
     configs: tuple[RunConfig, ...]
-    trainers: tuple[Trainer | TrainerProcess, ...] = ()  # empty while queued
+    trainers: tuple[Runner, ...] = ()  # empty while queued
     last_seen: float = field(default_factory=time.monotonic)
     paused: bool = False  # Step from nothing: when admitted, train one step, then pause
 
@@ -49,7 +44,7 @@ class RunPool:
 
     def __init__(self, max_running: int = DEFAULT_MAX_RUNNING, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                  data_dir: str | None = None, clock=time.monotonic, queue_timeout: float = DEFAULT_QUEUE_TIMEOUT,
-                 make_trainer: type[Trainer] | type[TrainerProcess] | None = None):
+                 make_trainer: RunnerFactory | None = None):
         if max_running < 1:
             raise ValueError(f"max_running must be at least 1 (got {max_running})")
         self.max_running = max_running

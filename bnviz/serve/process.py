@@ -1,10 +1,10 @@
 """TrainerProcess: a Trainer in a process of its own, driven with the Trainer's methods.
 
 Why a process: threads of one process share the GIL. On a server, the pages' refreshes
-(figures built and serialized, Streamlit's own work) held it a third of every second, and a
-trainer thread beside them lost as much: 0.62x the steps/s of a Trainer alone
-(``benchmarks/bench_app.py``). A process has an interpreter of its own and trains on a core
-of its own, at a lower priority than the pages (``NICENESS``): 0.87x in the same benchmark.
+(figures built and serialized, Streamlit's own work) hold it a large share of every second,
+and a trainer thread beside them loses as much (``benchmarks/bench_app.py``; README has the
+figures). A process has an interpreter of its own and trains on a core of its own, at a
+lower priority than the pages (``NICENESS``).
 
 1. The child runs an ordinary ``Trainer``; it sends each new Snapshot down a pipe (one per
    publish, every ``PUBLISH_INTERVAL`` at most) and does the commands that come up it.
@@ -38,8 +38,8 @@ _CONTEXT = multiprocessing.get_context("forkserver") if AVAILABLE else None
 PRELOAD = ["__main__", "bnviz.serve.warm", "bnviz.trainer", "bnviz.serve.process"]
 COMMANDS = ("pause", "resume", "step", "stop", "set_lr")  # the Trainer methods a parent may call
 PROCESS_NAME = b"bnviz-run"  # the child's name in ps and /proc, so a server's runs can be counted
-# A run yields the CPU to the web server first: on two cores, four runs at full priority made a
-# class's refreshes slow (p50 502 ms; 214 ms at nice 5). Training takes what the pages leave.
+# A run yields the CPU to the web server first: at full priority, four runs on two cores made a
+# class's refreshes twice as slow (README, "A class at once"). Training takes what the pages leave.
 NICENESS = 5
 
 
