@@ -7,8 +7,10 @@ because on the CPU ``bincount`` costs ~1 ns per element where ``histc``/``sort``
 - the displayed pre-activation histogram is the fine one summed in groups of ``GROUP``;
 - the post-activation histogram maps each fine bin through the nonlinearity (by its centre);
 - the saturated fraction is a sum of fine bins, since the thresholds are fine-bin edges;
-- the layer's 15/50/85th percentiles are read off the fine histogram (error under one fine
-  bin, ``FINE_BINS`` of them over the range; the edge bins stretch to the step's min/max).
+- the layer's 15/50/85th percentiles are read off the fine histogram where it places them
+  within one fine bin's width, and found exactly (a partial sort of the step's values) where
+  it cannot: in an edge bin, which also holds everything beyond the range, or across empty
+  bins (``bnviz.percentiles``). So the error is under one fine bin at every step.
 Mean and (population) std are exact; the "typical unit"'s percentiles are exact (the BN paper's Figure 1b/c).
 Bins are right-closed, ``(e_i, e_i+1]``, so a ReLU input of exactly 0 counts as dead.
 Values beyond the range land in the edge bins; NaN and Inf are counted apart, never dropped.
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bnviz.percentiles import finite_range, percentiles_from_histogram, sorted_percentiles
+from bnviz.percentiles import Ranks, lerp, order_statistics, sorted_percentiles
 from bnviz.saturation import DEAD_ACTIVATIONS, LN19, SATURATION_THRESHOLD
 
 FINE_BINS = 768  # 6 ln19 / 768 = ln19 / 128: the thresholds fall on fine-bin edges
@@ -67,7 +69,14 @@ class StepStats:
 
 
 class Reducer:
-    """Everything about the binning that is fixed for a run, computed once."""
+    """Everything about the binning that is fixed for a run, computed once.
+
+    ``reduce_layers`` goes in four stages, each a method: ``_pass_over_layers`` (the torch
+    passes, layer by layer: bins into one index buffer, mean, std, the typical unit),
+    ``_count`` (one ``bincount`` for every step and layer, and the counts below each edge),
+    ``_layer_percentiles`` (off the counts, exact where they cannot bound the error) and
+    ``_read_off`` (the displayed histograms and the saturated fraction, off the counts).
+    """
 
     def __init__(self, activation: str, ring_steps: int, layers: int = 1):
         self.activation = activation
@@ -96,25 +105,47 @@ class Reducer:
         The torch passes go layer by layer; the bins of all layers come from one ``bincount``
         and everything read off them is computed once for all layers (a drain's fixed cost is
         its ~200 calls: per layer, it was a fifth of the drain)."""
-        steps, layers = rings[0].shape[0], len(rings)
-        flats = [ring.reshape(steps, -1) for ring in rings]  # (K, batch * features) each
-        totals = np.array([flat.shape[1] for flat in flats])
+        flats = [ring.reshape(ring.shape[0], -1) for ring in rings]  # (K, batch * features) each
+        self._reserve(flats)
+        passes = self._pass_over_layers(flats, rings, units)
+        below = self._count(flats, passes["nonfinite"])  # (K L, FINE_BINS + 1), rows (step, layer)
+        steps, layers = len(flats[0]), len(flats)
+
+        def per_layer(values):  # (K L, ...) -> (K, L, ...)
+            return values.reshape(steps, layers, *values.shape[1:])
+
+        return {
+            **{key: per_layer(value) for key, value in self._read_off(below).items()},
+            "percentiles": per_layer(self._layer_percentiles(flats, below)),
+            **passes,
+        }
+
+    def _reserve(self, flats: list[torch.Tensor]) -> None:
+        """Work buffers large enough for these rings: one float scratch, one index per value of every layer."""
         sizes = [flat.numel() for flat in flats]
         if self._float_work.numel() < max(sizes):
             self._float_work = torch.empty(max(sizes))
         if self._index_work.numel() < sum(sizes):
             self._index_work = torch.empty(sum(sizes), dtype=torch.int32)
-        mean, std, unit_pct, nonfinite, all_finite = [], [], [], [], []
-        offset = 0
-        for layer, (flat, unit) in enumerate(zip(flats, units)):
-            sums = flat.sum(1)  # (K,); a NaN or Inf anywhere in a row makes its sum non-finite
-            all_finite.append(bool(torch.isfinite(sums).all()))
-            index = self._index_work[offset:offset + flat.numel()].view(steps, -1)
+
+    def _segments(self, flats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each layer's (K, n) part of the index buffer, layer after layer."""
+        segments, offset = [], 0
+        for flat in flats:
+            segments.append(self._index_work[offset:offset + flat.numel()].view_as(flat))
             offset += flat.numel()
-            if all_finite[-1]:
+        return segments
+
+    def _pass_over_layers(self, flats, rings, units) -> dict[str, np.ndarray]:
+        """Stage 1, the torch passes of each layer: its fine bins into the index buffer, and its
+        mean, std, typical unit's percentiles and non-finite count, each (K, L)."""
+        mean, std, unit_pct, nonfinite = [], [], [], []
+        for layer, (flat, index, ring, unit) in enumerate(zip(flats, self._segments(flats), rings, units)):
+            sums = flat.sum(1)  # (K,); a NaN or Inf anywhere in a row makes its sum non-finite
+            if bool(torch.isfinite(sums).all()):
                 self._bin(flat, index, layer)
-                nonfinite.append(np.zeros(steps, dtype=np.int64))
-            else:  # non-finite values are binned as `high` (the top bin), then taken back out
+                nonfinite.append(np.zeros(len(flat), dtype=np.int64))
+            else:  # non-finite values are binned as `high` (the top bin), then taken back out (stage 2)
                 finite = torch.isfinite(flat)
                 nonfinite.append((~finite).sum(1).numpy().astype(np.int64))
                 self._bin(torch.where(finite, flat, torch.tensor(self.high)), index, layer)
@@ -125,41 +156,15 @@ class Reducer:
                                 out=self._float_work[:flat.numel()].view_as(flat))
             with np.errstate(invalid="ignore"):  # NaN in, NaN out: the non-finite count says why
                 std.append(torch.linalg.vector_norm(centred, dim=1).double().numpy() / np.sqrt(flat.shape[1]))
-            unit_pct.append(sorted_percentiles(rings[layer][:, :, unit].numpy()))  # (K, 3) of (K, batch)
-        nonfinite = np.stack(nonfinite, axis=1)  # (K, L)
-        fine = torch.bincount(self._index_work[:offset], minlength=steps * layers * FINE_BINS).numpy()
-        fine = fine.reshape(steps * layers, FINE_BINS)  # rows (step, layer)
-        fine[:, -1] -= nonfinite.ravel()  # the stand-ins
-        # Counts below each fine edge, (K L, FINE_BINS + 1): the count over any range of fine bins
-        # is a difference of two columns, not a sum over the bins.
-        below = np.zeros((steps * layers, FINE_BINS + 1), dtype=np.int64)
-        np.cumsum(fine, axis=1, out=below[:, 1:])
-        counted = (totals - nonfinite).ravel()  # finite values per row
-
-        def value_range(rows):  # the finite extremes of rows (step, layer), layer by layer
-            steps_of, layer_of = np.divmod(rows, layers)
-            low, high = np.empty(len(rows)), np.empty(len(rows))
-            for layer in np.unique(layer_of):
-                pick = layer_of == layer
-                low[pick], high[pick] = finite_range(flats[layer], steps_of[pick], all_finite[layer])
-            return low, high
-
-        def per_layer(values):  # (K L, ...) -> (K, L, ...)
-            return values.reshape(steps, layers, *values.shape[1:])
-
-        return {
-            "hist_pre": per_layer(np.diff(below[:, ::GROUP], axis=1)),
-            "hist_post": per_layer(self.post_map.apply(below)),
-            "mean": np.stack(mean, axis=1),
-            "std": np.stack(std, axis=1),
-            "percentiles": per_layer(percentiles_from_histogram(fine, self.fine_edges, value_range, below=below)),
-            "unit_percentiles": np.stack(unit_pct, axis=1),
-            "saturation": per_layer(self._saturation(below, counted)),
-            "nonfinite": nonfinite,
-        }
+            unit_pct.append(sorted_percentiles(ring[:, :, unit].numpy()))  # (K, 3) of (K, batch)
+        return {"mean": np.stack(mean, axis=1), "std": np.stack(std, axis=1),
+                "unit_percentiles": np.stack(unit_pct, axis=1), "nonfinite": np.stack(nonfinite, axis=1)}
 
     def _bin(self, flat: torch.Tensor, index: torch.Tensor, layer: int) -> None:
-        """Writes the fine bin of each of (K, n) finite values into ``index``, as rows (step, layer)."""
+        """Writes the fine bin of each of (K, n) finite values into ``index``, as rows (step, layer).
+
+        The bin never decreases as the value grows (every operation below is monotone), so a
+        higher bin never holds a smaller value: reading percentiles off the counts relies on it."""
         steps = flat.shape[0]
         scaled = self._float_work[:flat.numel()].view_as(flat)
         # 1. fine bins counted down from the top, (high - x) / width in one operator, clamped so
@@ -170,6 +175,45 @@ class Reducer:
         #    covers all steps and layers; in integers, to keep precision
         index.copy_(scaled)
         torch.sub(self._row_tops[layer, :steps], index, out=index)
+
+    def _count(self, flats: list[torch.Tensor], nonfinite: np.ndarray) -> np.ndarray:
+        """Stage 2: the finite values of every row (step, layer) below each fine edge, (K L, FINE_BINS + 1).
+
+        The count over any range of fine bins is then a difference of two columns, not a sum."""
+        rows, values = nonfinite.size, sum(flat.numel() for flat in flats)
+        fine = torch.bincount(self._index_work[:values], minlength=rows * FINE_BINS).numpy().reshape(rows, FINE_BINS)
+        fine[:, -1] -= nonfinite.ravel()  # the stand-ins
+        below = np.zeros((rows, FINE_BINS + 1), dtype=np.int64)
+        np.cumsum(fine, axis=1, out=below[:, 1:])
+        return below
+
+    def _layer_percentiles(self, flats: list[torch.Tensor], below: np.ndarray) -> np.ndarray:
+        """Stage 3: (K L, 3) percentiles of each row's finite values: off the counts where they
+        bound the error by one fine bin's width, exact elsewhere (``bnviz.percentiles``)."""
+        ranks = Ranks(below)
+        result = ranks.estimate(self.fine_edges)
+        unbounded = ~ranks.bounded() & (ranks.counted[:, None] > 0)  # (K L, 3)
+        layers = len(flats)
+        for layer, flat in enumerate(flats):
+            for quantile in range(unbounded.shape[1]):
+                rows = np.flatnonzero(unbounded[layer::layers, quantile]) * layers + layer
+                # Rows with the same number of finite values share the rank: one partial sort for them all.
+                for counted in np.unique(ranks.counted[rows]):
+                    same = rows[ranks.counted[rows] == counted]
+                    values = flat[torch.from_numpy(same // layers)].numpy()  # (S, n) float32, a copy
+                    if counted < values.shape[1]:
+                        values[~np.isfinite(values)] = np.inf  # the non-finite ones last
+                    low, high = order_statistics(values, int(ranks.low[same[0], quantile]))
+                    result[same, quantile] = lerp(low, high, ranks.position[same, quantile] - ranks.low[same, quantile])
+        return result
+
+    def _read_off(self, below: np.ndarray) -> dict[str, np.ndarray]:
+        """Stage 4: the displayed pre and post histograms and the saturated fraction, (K L, ...)."""
+        return {
+            "hist_pre": np.diff(below[:, ::GROUP], axis=1),
+            "hist_post": self.post_map.apply(below),
+            "saturation": self._saturation(below, below[:, -1]),
+        }
 
     def _saturation(self, below: np.ndarray, counted: np.ndarray) -> np.ndarray:
         """Fraction of each row's ``counted`` finite values in the saturated (or dead) bins."""

@@ -180,3 +180,42 @@ def test_a_full_ring_says_so():
         stats = drained(probe)
     assert len(stats.steps) == probe.ring_steps
     assert not probe.full
+
+
+def test_layer_percentiles_of_a_collapsing_cnn_at_every_step():
+    """The audit's case, in a real run: fastai-collapse without BN pushes much of its last conv
+    layer below the bins. Every recorded step's layer percentiles are numpy's of the values the
+    network really produced (float64, by a hook of our own) within one fine bin, and exact where
+    they lie beyond the bins."""
+    from bnviz.presets import get_preset
+    from bnviz.stats import FINE_BINS, pre_range
+    from bnviz.trainer import Trainer
+
+    config = get_preset("fastai-collapse").config  # one epoch: 117 steps, the audit's step 115 among them
+    steps = config.steps
+    trainer = Trainer(config).start(paused=True)
+    trainer.wait(lambda snapshot: bool(snapshot.layer_names))
+    reference = []
+
+    def exact(module, inputs, output):
+        if module.training:  # not the held-out evaluation
+            reference.append(np.percentile(inputs[0].detach().double().numpy().ravel(), PERCENTILES))
+
+    hooks = [block.activation.register_forward_hook(exact) for block in trainer._network.blocks]
+    try:
+        trainer.resume()
+        trainer.join()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    snapshot = trainer.snapshot()
+    assert snapshot.status == "finished", snapshot.message
+    reference = np.array(reference).reshape(steps, len(hooks), 3)
+    recorded = snapshot.column("percentiles")  # (steps, layers, 3): one column per step
+    assert recorded.shape == reference.shape
+    errors = np.abs(recorded - reference)
+    half = pre_range(config.activation)
+    assert errors.max() <= 2 * half / FINE_BINS + 1e-5
+    beyond = np.abs(reference) > half
+    assert beyond.any()  # the run does push percentiles beyond the bins
+    assert errors[beyond].max() <= 1e-6 * np.abs(reference[beyond]).max()
