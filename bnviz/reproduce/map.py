@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bnviz.config import RunConfig, field_names, field_type
+from bnviz.config import RunConfig, field_names, field_kind
 from bnviz.presets import get_preset
 
 EVALUATIONS = 20  # held-out evaluations per cell: steps-to-threshold to 5% of the run, and evaluating
@@ -41,7 +41,7 @@ class Axis:
     @property
     def log(self) -> bool:
         """Real-valued settings are drawn on a log axis; whole numbers and words on a linear one."""
-        return field_type(self.name) == "float"
+        return field_kind(self.name) == "float"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "values": list(self.values)}
@@ -62,7 +62,7 @@ def parse_axis(text: str) -> Axis:
     if ":" not in spec:
         return checked_axis(name, [part.strip() for part in spec.split(",") if part.strip()])
     parts = spec.split(":")
-    if len(parts) != 3 or field_type(name) == "str":
+    if len(parts) != 3 or field_kind(name) == "str":
         raise ValueError(f"a range is LO:HI:N for a numeric setting (got {name}={spec!r})")
     try:
         low, high, count = float(parts[0]), float(parts[1]), int(parts[2])
@@ -70,7 +70,7 @@ def parse_axis(text: str) -> Axis:
         raise ValueError(f"a range is LO:HI:N with numbers and a whole N (got {name}={spec!r})") from None
     if not 1 <= count <= 1000:
         raise ValueError(f"N in {name}={spec} must be between 1 and 1000")
-    if field_type(name) == "int":
+    if field_kind(name) == "int":
         values = sorted({int(round(v)) for v in np.linspace(low, high, count)})
     else:
         if not (low > 0 and high > 0):
