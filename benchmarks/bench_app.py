@@ -33,7 +33,7 @@ import statistics
 import threading
 import time
 
-from testsupport import serverctl
+from testsupport import frames, serverctl
 
 OBSERVER_NICENESS = 10  # the measuring browser's priority below the server's (see observed)
 
@@ -149,15 +149,12 @@ def headless_rate(depth: int, seconds: float) -> float:
 
 
 class Frames:
-    """Websocket frames seen by the browser (CDP), decoded as Streamlit's protobuf messages."""
+    """Websocket frames seen by the browser (CDP): their bytes, and the refreshes timed by
+    ``frames.RefreshTimer`` on the browser's event clock."""
 
     def __init__(self, cdp):
-        from streamlit.proto.BackMsg_pb2 import BackMsg
-        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-
-        self.forward, self.back = ForwardMsg, BackMsg
-        self.received: list[tuple[float, int, object]] = []  # (browser time, payload bytes, ForwardMsg)
-        self.requests: list[float] = []  # browser times of the fragment rerun requests sent
+        self.timer = frames.RefreshTimer()
+        self.received: list[tuple[float, int]] = []  # (browser time, payload bytes)
         self.offsets: list[float] = []  # this process's clock minus the browser's, at each event
         self.extensions = ""
         cdp.send("Network.enable")
@@ -182,44 +179,24 @@ class Frames:
         return moment - min(self.offsets)  # the smallest delay is the closest to none
 
     def _received(self, event):
-        when = self._clock(event)
-        payload = self._payload(event)
-        message = self.forward()
-        try:
-            message.ParseFromString(payload)
-        except Exception:
-            message = None
-        self.received.append((when, len(payload), message))
+        when, payload = self._clock(event), self._payload(event)
+        self.received.append((when, len(payload)))
+        self.timer.received(frames.forward_message(payload), when)
 
     def _sent(self, event):
-        when = self._clock(event)
-        message = self.back()
-        try:
-            message.ParseFromString(self._payload(event))
-        except Exception:
-            return
-        if message.WhichOneof("type") == "rerun_script" and message.rerun_script.fragment_id:
-            self.requests.append(when)
+        self.timer.sent(frames.back_message(self._payload(event)), self._clock(event))
 
     def fragment_runs(self, start: float, end: float) -> list[float]:
         start, end = self.to_browser(start), self.to_browser(end)
-        done = self.forward.ScriptFinishedStatus.FINISHED_FRAGMENT_RUN_SUCCESSFULLY
-        return [t for t, _, m in self.received if start <= t < end and m is not None
-                and m.WhichOneof("type") == "script_finished" and m.script_finished == done]
+        return [t for t in self.timer.finished if start <= t < end]
 
     def payload_bytes(self, start: float, end: float) -> int:
         start, end = self.to_browser(start), self.to_browser(end)
-        return sum(n for t, n, _ in self.received if start <= t < end)
+        return sum(n for t, n in self.received if start <= t < end)
 
     def server_times(self, start: float, end: float) -> list[float]:
-        """Seconds from each fragment rerun request to the next fragment run finished."""
-        finished = self.fragment_runs(start, end + 5)
-        times = []
-        for request in (r for r in self.requests if self.to_browser(start) <= r < self.to_browser(end)):
-            later = [t for t in finished if t > request]
-            if later:
-                times.append(later[0] - request)
-        return times
+        """Seconds from each fragment rerun request in [start, end) to its fragment run finished."""
+        return self.timer.between(self.to_browser(start), self.to_browser(end))
 
 
 def progress(page) -> tuple[int, int] | None:

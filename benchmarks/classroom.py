@@ -171,7 +171,7 @@ class StreamSession:
 
     @property
     def refresh_times(self) -> list[tuple[float, float]]:
-        return self.client.refresh_seconds
+        return self.client.refresh.times
 
 
 def load_stream(args) -> int:

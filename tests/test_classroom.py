@@ -239,7 +239,7 @@ def test_twelve_protocol_sessions_are_all_served_in_turn(server, baseline):
         clients = thread.submit(asyncio.run, class_of(12)).result()
     for client in clients:
         assert client.state == "finished 2000 2000" and not client.problems and not client.exceptions, client.log
-        assert client.refresh_seconds, "the live view's fragment never refreshed"
+        assert client.refresh.times, "the live view's fragment never refreshed"
     queued = [client for client in clients if any(state.startswith("queued") for _, state in client.log)]
     assert len(queued) >= len(clients) - MAX_RUNNING
     assert max(int(state.split()[1]) for c in queued for _, state in c.log if state.startswith("queued")) >= 5

@@ -3,7 +3,7 @@
 A page's state is read from its own words (``STATE_JS``): "running 120 1000", "queued 3",
 "finished ...", "idle"; ``RECORDER_JS`` runs in every page and logs each change with its time.
 ``FragmentTimer`` reads the page's websocket frames (Chrome DevTools protocol) for the
-server's time per live refresh. ``benchmarks/streamclient.py`` is the same session without
+server's time per live refresh (``testsupport.frames``). ``testsupport/streamclient.py`` is the same session without
 a browser.
 """
 
@@ -13,7 +13,7 @@ import base64
 import time
 from dataclasses import dataclass, field
 
-from testsupport import serverctl
+from testsupport import frames, serverctl
 
 PAGE_LOAD_TIMEOUT_S = 240  # thirty pages at once on a fresh 2-core server
 CLICK_TIMEOUT_S = 60
@@ -53,28 +53,24 @@ RECORDER_JS = f"""(() => {{
 
 
 class FragmentTimer:
-    """Server time per live refresh, from one page's websocket frames (CDP).
-
-    A fragment rerun request (BackMsg rerun_script with a fragment id) sent, then the next
-    ``script_finished: FINISHED_FRAGMENT_RUN_SUCCESSFULLY`` received. Large frames (the
-    charts) are skipped undecoded: the end-of-run message is a few bytes.
-    """
+    """Server time per live refresh, from one page's websocket frames (Chrome DevTools protocol),
+    timed by ``frames.RefreshTimer`` on the browser's own event clock. Large frames (the charts)
+    are skipped undecoded: the end-of-run message is a few bytes."""
 
     SMALL = 1000  # base64 characters: script_finished is ~10 bytes, a chart is kilobytes
 
     def __init__(self, page):
-        from streamlit.proto.BackMsg_pb2 import BackMsg
-        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-
-        self._back, self._forward = BackMsg, ForwardMsg
-        self._done = ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY
-        self._pending: float | None = None
-        self.times: list[tuple[float, float]] = []  # (wall clock when it finished, seconds)
+        self.timer = frames.RefreshTimer()
         self._offset: float | None = None  # wall clock minus the browser's event clock
         cdp = page.context.new_cdp_session(page)
         cdp.send("Network.enable")
         cdp.on("Network.webSocketFrameSent", self._sent)
         cdp.on("Network.webSocketFrameReceived", self._received)
+
+    @property
+    def times(self) -> list[tuple[float, float]]:
+        """(wall clock when it finished, seconds) of each timed refresh."""
+        return [(finished + self._offset, seconds) for finished, seconds in self.timer.times]
 
     def _payload(self, event, limit: int | None = None) -> bytes | None:
         frame = event["response"]
@@ -84,34 +80,16 @@ class FragmentTimer:
 
     def _sent(self, event) -> None:
         data = self._payload(event)  # requests carry the widget states: small, but not tiny
-        if data is None:
-            return
-        message = self._back()
-        try:
-            message.ParseFromString(data)
-        except Exception:  # not a BackMsg: nothing to time
-            return
-        if message.WhichOneof("type") == "rerun_script" and message.rerun_script.fragment_id:
-            if self._pending is None:
-                self._pending = event["timestamp"]
+        if data is not None:
+            self.timer.sent(frames.back_message(data), event["timestamp"])
 
     def _received(self, event) -> None:
         # Playwright hands events over late while the driver waits: the smallest delay is the truest.
         offset = time.time() - event["timestamp"]
         self._offset = offset if self._offset is None else min(self._offset, offset)
-        if self._pending is None:
-            return
         data = self._payload(event, self.SMALL)
-        if data is None:
-            return
-        message = self._forward()
-        try:
-            message.ParseFromString(data)
-        except Exception:
-            return
-        if message.WhichOneof("type") == "script_finished" and message.script_finished == self._done:
-            self.times.append((event["timestamp"] + self._offset, event["timestamp"] - self._pending))
-            self._pending = None
+        if data is not None:
+            self.timer.received(frames.forward_message(data), event["timestamp"])
 
 
 @dataclass

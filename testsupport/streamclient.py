@@ -21,6 +21,8 @@ import time
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
+from testsupport.frames import RefreshTimer
+
 PROGRESS = re.compile(r"step (\d+) of (\d+)(?: · .*)? · (\w+)")
 AHEAD = re.compile(r"(\d+) ahead of you")
 
@@ -35,14 +37,14 @@ class StreamClient:
         self.texts: list[str] = []  # this run's markdown and alert bodies
         self.state = "loading"
         self.log: list[tuple[float, str]] = [(time.time(), "loading")]  # (wall clock, state) at each change
-        self.refresh_seconds: list[tuple[float, float]] = []  # (wall clock when it finished, seconds)
+        self.refresh = RefreshTimer()  # on the wall clock
         self.problems: list[str] = []
         self.exceptions = 0  # st.exception elements the server sent
         self.loaded: float | None = None  # wall clock of the first finished run
         self._page_hash = ""
         self._fragments: dict[str, float] = {}  # fragment id -> interval, as the last full run asked
         self._asked: dict[str, float] = {}  # auto_rerun messages of the run under way
-        self._pending: float | None = None  # perf_counter when the fragment rerun in flight was sent
+        self._pending = False  # a fragment rerun is in flight: the page sends one at a time
         self._socket = None
         self._closed = asyncio.Event()
 
@@ -87,7 +89,8 @@ class StreamClient:
             widget.id, widget.trigger_value = trigger, True
         if fragment is not None:
             state.fragment_id, state.is_auto_rerun = fragment, True
-            self._pending = time.perf_counter()
+            self._pending = True
+        self.refresh.sent(message, time.time())
         await self._socket.send(message.SerializeToString())
 
     async def _poll(self) -> None:
@@ -98,7 +101,7 @@ class StreamClient:
             now = time.perf_counter()
             for fragment, interval in list(self._fragments.items()):
                 due = next_due.setdefault(fragment, now + interval)
-                if now >= due and self._pending is None:
+                if now >= due and not self._pending:
                     next_due[fragment] = now + interval
                     await self._rerun(fragment=fragment)
             for fragment in set(next_due) - set(self._fragments):
@@ -116,6 +119,7 @@ class StreamClient:
         elif kind == "delta" and message.delta.WhichOneof("type") == "new_element":
             self._element(message.delta.new_element)
         elif kind == "script_finished":
+            self.refresh.received(message, time.time())
             self._finished(message.script_finished)
 
     def _element(self, element) -> None:
@@ -134,10 +138,7 @@ class StreamClient:
         if status == ForwardMsg.FINISHED_SUCCESSFULLY:  # a full run: its timers replace the page's
             self._fragments = dict(self._asked)
         self._asked = {}
-        if self._pending is not None:  # a fragment run that asked for a full rerun ends early: not timed
-            if status == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY:
-                self.refresh_seconds.append((time.time(), time.perf_counter() - self._pending))
-            self._pending = None
+        self._pending = False
         if self.loaded is None and status == ForwardMsg.FINISHED_SUCCESSFULLY:
             self.loaded = time.time()
         state = read_state(self.texts)

@@ -1,0 +1,95 @@
+"""The test-support parsers on hand-made input: what the browser, protocol and server clients read.
+
+The classroom tests and benchmarks trust these to read the page's state, time the server's
+refreshes and find tracebacks in its log; a parser that misread would make them pass or fail
+for the wrong reason.
+"""
+
+import pytest
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+from testsupport import classroom_report, frames, serverctl, streamclient
+
+
+def rerun(fragment: str = "") -> BackMsg:
+    message = BackMsg()
+    message.rerun_script.query_string = ""
+    if fragment:
+        message.rerun_script.fragment_id = fragment
+    return message
+
+
+def finished(status) -> ForwardMsg:
+    message = ForwardMsg()
+    message.script_finished = status
+    return message
+
+
+def test_refresh_timer_pairs_a_fragment_request_with_its_finish():
+    timer = frames.RefreshTimer()
+    timer.sent(rerun("abc"), 10.0)
+    timer.sent(rerun("abc"), 10.2)  # asked again while pending: the same refresh
+    timer.received(finished(ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY), 10.5)
+    timer.sent(rerun(), 11.0)  # a full rerun is not a live refresh
+    timer.received(finished(ForwardMsg.FINISHED_SUCCESSFULLY), 11.4)
+    timer.sent(rerun("abc"), 12.0)
+    timer.received(finished(ForwardMsg.FINISHED_SUCCESSFULLY), 12.1)  # ended as a full run: untimed
+    timer.received(finished(ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY), 12.3)  # nothing pending
+    assert timer.times == [(10.5, pytest.approx(0.5))]
+    assert timer.finished == [10.5, 12.3]
+    assert timer.between(9.0, 10.1) == [pytest.approx(0.5)] and timer.between(10.1, 20.0) == []
+
+
+def test_frames_decode_what_they_can_and_nothing_else():
+    assert frames.is_fragment_rerun(frames.back_message(rerun("x").SerializeToString()))
+    assert not frames.is_fragment_rerun(frames.back_message(rerun().SerializeToString()))
+    assert frames.fragment_finished(frames.forward_message(
+        finished(ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY).SerializeToString()))
+    assert frames.back_message(b"\xff\xff\xff") is None and frames.forward_message(b"\xff\xff\xff") is None
+
+
+@pytest.mark.parametrize("texts, state", [
+    (["**step 120 of 1,000** · 350 steps/s · running".replace(",", "")], "running 120 1000"),
+    (["step 5 of 50 · finished"], "finished 5 50"),
+    (["Waiting for a free trainer: 3 ahead of you."], "queued 3"),
+    (["Waiting: you are next."], "queued 0"),
+    (["Press Start to train the network."], "idle"),
+    (["step 7 of 70 · stopped", "Your run was stopped because the page stopped checking in."], "reaped 7 70"),
+    (["nothing about runs"], None),
+])
+def test_the_protocol_client_reads_the_page_state_in_words(texts, state):
+    assert streamclient.read_state(texts) == state
+
+
+def test_states_parse_into_kind_and_numbers():
+    assert classroom_report.parse("running 12 1000") == ("running", 12, 1000)
+    assert classroom_report.parse("queued 3") == ("queued", 3, None)
+    assert classroom_report.parse("idle") == ("idle", None, None)
+    assert classroom_report.parse("") == ("", None, None)
+
+
+def test_percentile_and_fairness():
+    assert classroom_report.percentile([1, 2, 3, 4], 50) == pytest.approx(2.5)
+    assert classroom_report.percentile([5], 95) == 5
+    assert classroom_report.jain([10, 10, 10]) == pytest.approx(1.0)
+    assert classroom_report.jain([1, 0, 0, 0]) == pytest.approx(0.25)
+
+
+def test_tracebacks_are_found_with_their_last_line_and_origin():
+    log = "\n".join([
+        "INFO starting",
+        "Traceback (most recent call last):",
+        f'  File "{serverctl.REPO_ROOT}/bnviz/figures.py", line 3, in draw',
+        "    raise ValueError('runs compared side by side must share bin edges')",
+        "ValueError: runs compared side by side must share bin edges",
+        "INFO more",
+        "Traceback (most recent call last):",
+        '  File "/usr/lib/python3/site-packages/starlette_websocket.py", line 9, in receive',
+        "RuntimeError: WebSocketDisconnected",
+    ])
+    found = serverctl.tracebacks(log)
+    assert [t.last_line for t in found] == ["ValueError: runs compared side by side must share bin edges",
+                                            "RuntimeError: WebSocketDisconnected"]
+    assert [t.in_app for t in found] == [True, False]
+    assert [t.upstream_disconnect for t in found] == [False, True]
