@@ -1,9 +1,10 @@
 """Reduce a ring of raw pre-activations to per-step statistics, many steps in one batch.
 
-The probes copy each hidden layer's pre-activation (the nonlinearity's input) into a ring of
-K steps; this module turns the rings into numpy arrays, one row per step. Everything comes
-from one fine histogram per layer and step (one ``bincount`` for all layers and steps),
-because on the CPU ``bincount`` costs ~1 ns per element where ``histc``/``sort`` cost 15-50:
+The probes keep each hidden layer's pre-activation (the nonlinearity's input) and stack K
+steps of it into a ring (``bnviz.probes``); this module turns the rings into numpy arrays, one
+row per step. Everything comes from one fine histogram per layer and step (one ``bincount``
+for all layers and steps), because on the CPU ``bincount`` is the cheapest counter by far,
+an order of magnitude under ``histc`` or a sort:
 - the displayed pre-activation histogram is the fine one summed in groups of ``GROUP``;
 - the post-activation histogram maps each fine bin through the nonlinearity (by its centre);
 - the saturated fraction is a sum of fine bins, since the thresholds are fine-bin edges;
