@@ -142,7 +142,7 @@ def run_round(configs: list[RunConfig], out_dir: Path, skip_threads: bool) -> di
             pool.join()  # ended and waited for: their CPU is in RUSAGE_CHILDREN
 
     def bnviz(parallel: str, out: Path) -> None:
-        found[parallel] = run_reproduction("ioffe-fig1", steps=steps, out_dir=out, parallel=parallel)
+        found[parallel] = run_reproduction("ioffe-fig1", steps=steps, out_dir=out, parallel=parallel, seeds=1)
 
     times = {"plain, processes": measure("plain, processes", plain_processes),
              "bnviz, processes": measure("bnviz, processes", lambda: bnviz("process", out_dir)),

@@ -1,44 +1,45 @@
-"""The published claims bnviz reproduces, each a check on recorded runs.
+"""The published claims bnviz reproduces, each a check on recorded runs over several seeds.
 
-A claim is a pure function of the run files' content, ``claim(runs) -> (holds, line)``, with
-``runs`` keyed by ``norm``. Its definition (``@defined``, built from the constants it uses, so
-the text cannot drift from the check) goes into the report; its line states our numbers and
-ends in "reproduced" or "not reproduced". A claim whose numbers cannot be computed (a run that
-recorded nothing) reads "not reproduced", never passes. Which claims belong to which
-reproduction is ``bnviz.reproduce.registry``; the CLI's report and the app's reproduce view
-check the same claims.
+A claim reads ``seeds``: one ``{norm: run}`` mapping per seed, each the paired runs of that
+seed (same data order and initial weights, only ``norm`` differs), as
+``bnviz.runfile.read_run`` returns them. It reduces each pair to an *effect* (a measure of
+``bnviz.reproduce.measures``, compared so that positive is what the source says), gives the
+effects' 95% interval over the seeds and a verdict (``bnviz.reproduce.evidence``): the line
+states our numbers and the interval, and ends in "reproduced" only when the whole interval
+lies on the source's side. One seed has no interval and never reproduces a claim. A claim
+whose numbers cannot be computed reads "not reproduced". Its definition (``@defined``, built
+from the constants it uses, so the text cannot drift from the check) goes into the report.
+Which claims belong to which reproduction is ``bnviz.reproduce.registry``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from bnviz import snapshot
 from bnviz.presets import get_preset
-from bnviz.snapshot import CHANCE
+from bnviz.reproduce.evidence import NOT_REPRODUCED, VERDICTS, Interval, ending, interval, verdict
+from bnviz.reproduce.measures import (
+    COLLAPSE_DROP,
+    DRIFT_SKIP,
+    FINAL_SHARE,
+    SLOW_WINDOW,
+    collapse_cycles,
+    landscape_median,
+    mean_accuracy,
+    tail_accuracy,
+    unit_drift,
+)
 
 Runs = Mapping[str, dict]  # norm -> run file content as bnviz.runfile.read_run returns it
-Claim = Callable[[Runs], "tuple[bool, str]"]
+Seeds = Sequence[Runs]  # one Runs per seed
+Claim = Callable[[Seeds], "tuple[str, str]"]  # seeds -> (verdict, line)
 
-DRIFT_SKIP = 0.05  # ioffe-fig1: the first 5% of steps are the initial transient, not drift
-COLLAPSE_DROP = 0.10  # fastai: a fall of the non-zero fraction this large (of all activations) is a collapse
 NOISY_TOLERANCE = 0.03  # noisy-bn: "about as well as BN" = at most 3 accuracy points below it
-
-
-
-def final_accuracy(run: dict) -> float:
-    """A run file's final held-out accuracy (``bnviz.snapshot.final_accuracy``: a diverged run counts as chance)."""
-    return snapshot.final_accuracy(run["status"], run["test_accuracy"]["values"])
-
-
-def first_step_reaching(run: dict, target: float) -> int | None:
-    """The first evaluation step at which held-out accuracy is at least ``target``."""
-    steps, values = run["test_accuracy"]["steps"], run["test_accuracy"]["values"]
-    reached = np.flatnonzero(values >= target) if math.isfinite(target) else []
-    return int(steps[reached[0]]) if len(reached) else None
+REPEATED = 2  # fastai: "repeats a few times" = at least two complete cycles on average without BN
+COLOR_DIM_LAYER = -1  # the last hidden conv: the net's second-to-last conv (the head is the last), fastai's color_dim(-2)
 
 
 def defined(text: str) -> Callable[[Claim], Claim]:
@@ -49,158 +50,160 @@ def defined(text: str) -> Callable[[Claim], Claim]:
     return attach
 
 
-def _verdict(holds: bool) -> str:
-    return "reproduced" if holds else "not reproduced"
-
-
 def _number(value: float, spec: str = ".4f") -> str:
     return format(value, spec) if value is not None and math.isfinite(value) else "n/a"
 
 
-@defined("BN ends higher: the BN run's last held-out accuracy is above the last one of the run without BN.")
-def ioffe_final_accuracy(runs: Runs) -> tuple[bool, str]:
-    bn, plain = final_accuracy(runs["batchnorm"]), final_accuracy(runs["none"])
-    holds = bn > plain
-    return holds, f"BN final test accuracy {_number(bn)} vs {_number(plain)} without: {_verdict(holds)}"
+def _measured(seeds: Seeds, norm: str, measure: Callable[[dict], float]) -> np.ndarray:
+    """(seeds,) the measure of each seed's run with ``norm``."""
+    return np.array([measure(runs[norm]) for runs in seeds], dtype=float)
 
 
-@defined("BN trains faster: the BN run reaches the final accuracy of the run without BN at an earlier "
-         "evaluation step than the run without BN first reaches it itself.")
-def ioffe_trains_faster(runs: Runs) -> tuple[bool, str]:
-    target = final_accuracy(runs["none"])
-    bn, plain = first_step_reaching(runs["batchnorm"], target), first_step_reaching(runs["none"], target)
-    holds = bn is not None and plain is not None and bn < plain
-    if bn is None:
-        return False, f"BN never reaches the no-BN final accuracy {_number(target)}: not reproduced"
-    ratio = f" ({plain / bn:.1f}x fewer steps)" if holds else ""
-    return holds, (f"BN reaches the no-BN final accuracy {_number(target)} at step {bn:,} vs step "
-                   f"{_number(plain, ',')} without{ratio}: {_verdict(holds)}")
+def _seeds(seeds: Seeds) -> str:
+    return "one seed" if len(seeds) == 1 else f"mean of {len(seeds)} seeds"
 
 
-def unit_drift(run: dict) -> tuple[float, float]:
-    """(std of p50, std of p85 - p15) over time of the last hidden layer's typical unit, after DRIFT_SKIP."""
-    unit = run["layers"][-1]["unit_percentiles"]
-    after = run["steps"] > DRIFT_SKIP * run["config"]["steps"]
-    median, spread = unit["p50"][after], (unit["p85"] - unit["p15"])[after]
-    if len(median) < 2 or not (np.isfinite(median).all() and np.isfinite(spread).all()):
-        return math.nan, math.nan
-    return float(np.std(median)), float(np.std(spread))
+def _compare(seeds: Seeds, measure, better: str, worse: str, margin: float = 0.0) -> tuple[str, Interval, float, float]:
+    """(verdict, interval of better - worse, mean of better, mean of worse) over the seeds."""
+    high, low = _measured(seeds, better, measure), _measured(seeds, worse, measure)
+    effect = interval(high - low)
+    return verdict(effect, margin), effect, float(np.mean(high)), float(np.mean(low))
 
 
-@defined(f"The input to a typical sigmoid of the last hidden layer drifts less with BN. A run's drift is the "
-         f"standard deviation over the recorded columns, after the first {DRIFT_SKIP:.0%} of the steps, of that "
-         "unit's median (p50) and of its spread (p85 - p15) within the mini-batch; the claim holds when both are "
-         "smaller with BN. The unit is the layer's middle one (bnviz.probes).")
-def ioffe_stable_inputs(runs: Runs) -> tuple[bool, str]:
-    bn, plain = unit_drift(runs["batchnorm"]), unit_drift(runs["none"])
-    holds = bn[0] < plain[0] and bn[1] < plain[1]
-    return holds, (f"last-layer sigmoid input drift (std over time of median, of p85-p15): with BN "
-                   f"{_number(bn[0], '.3f')}, {_number(bn[1], '.3f')} vs {_number(plain[0], '.3f')}, "
-                   f"{_number(plain[1], '.3f')} without: {_verdict(holds)}")
+FINAL = f"mean of the evaluations in the last {FINAL_SHARE:.0%} of the steps"
 
 
-COLOR_DIM_LAYER = -1  # the last hidden conv: the net's second-to-last conv (the head is the last), fastai's color_dim(-2)
+@defined(f"BN ends higher: the BN run's final held-out accuracy ({FINAL}) is above the run without BN's, "
+         "seed by seed, by more than the seed-to-seed noise (the 95% t-interval of the paired differences "
+         "lies above 0).")
+def ioffe_final_accuracy(seeds: Seeds) -> tuple[str, str]:
+    result, effect, bn, plain = _compare(seeds, tail_accuracy, "batchnorm", "none")
+    return result, (f"BN final test accuracy {_number(bn)} vs {_number(plain)} without ({_seeds(seeds)}); "
+                    f"paired difference {effect.text()}: {ending(result)}")
+
+
+@defined("BN trains faster: its held-out accuracy averaged over training (the area under the accuracy curve "
+         "divided by the run's length) is above the run without BN's, beyond the seed-to-seed noise. The "
+         "area weighs every evaluation, so one lucky crossing of a noisy curve cannot decide it.")
+def ioffe_trains_faster(seeds: Seeds) -> tuple[str, str]:
+    result, effect, bn, plain = _compare(seeds, mean_accuracy, "batchnorm", "none")
+    return result, (f"test accuracy averaged over training (area under the curve) {_number(bn)} with BN vs "
+                    f"{_number(plain)} without ({_seeds(seeds)}); paired difference {effect.text()}: {ending(result)}")
+
+
+def _drift(part: str, index: int) -> Callable[[dict], float]:
+    return lambda run: unit_drift(run)[part][index]
+
+
+def _log_ratio(seeds: Seeds, measure) -> tuple[Interval, float, float]:
+    """Interval of log(without BN / with BN) over the seeds, and both means: drift is a scale,
+    so the seeds compare as ratios. A drift of 0 (none beyond the noise) is floored at 1e-6."""
+    plain, bn = _measured(seeds, "none", measure), _measured(seeds, "batchnorm", measure)
+    floor = 1e-6
+    effects = np.log(np.maximum(plain, floor) / np.maximum(bn, floor))
+    return interval(effects), float(np.mean(bn)), float(np.mean(plain))
+
+
+@defined(f"The input to a typical sigmoid of the last hidden layer drifts less with BN. After the first "
+         f"{DRIFT_SKIP:.0%} of the steps, that unit's median (p50) and spread (p85 - p15) within the mini-batch "
+         f"are split into a slow component (a moving mean over {SLOW_WINDOW:.0%} of the run) and per-batch noise "
+         "(the rest); a run's drift is the slow component's standard deviation over time beyond what the noise "
+         "alone leaves in a moving mean. The claim holds when the log ratio of the drift without BN to the drift "
+         "with BN has a 95% t-interval above 0 over the seeds, for the median and for the spread.")
+def ioffe_stable_inputs(seeds: Seeds) -> tuple[str, str]:
+    parts = []
+    results = []
+    for part in ("median", "spread"):
+        effect, bn, plain = _log_ratio(seeds, _drift(part, 0))
+        noise_bn, noise_plain = (float(np.mean(_measured(seeds, norm, _drift(part, 1)))) for norm in ("batchnorm", "none"))
+        results.append(verdict(effect))
+        parts.append(f"{part} drift {_number(bn, '.3f')} with BN vs {_number(plain, '.3f')} without (log ratio "
+                     f"{effect.text('+.2f')}; per-batch noise {_number(noise_bn, '.3f')} vs {_number(noise_plain, '.3f')})")
+    result = max(results, key=VERDICTS.index)  # both must hold: the weaker verdict of the two
+    return result, f"last-layer sigmoid input, slow drift ({_seeds(seeds)}): {'; '.join(parts)}: {ending(result)}"
 
 
 def nonzero_fraction(run: dict) -> np.ndarray:
     """(columns,) fraction of the layer's ReLU outputs that are not zero: 1 - the dead fraction."""
-    return 1.0 - run["layers"][COLOR_DIM_LAYER]["saturation"]
+    return 1.0 - np.asarray(run["layers"][COLOR_DIM_LAYER]["saturation"], dtype=float)
 
 
-def count_collapses(fraction: np.ndarray, drop: float = COLLAPSE_DROP) -> int:
-    """Falls of more than ``drop`` below the highest value since the last recovery; a fall counts
-    once, and the next one only after the fraction has risen ``drop`` above its lowest point."""
-    collapses, falling = 0, False
-    peak = trough = None
-    for value in fraction[np.isfinite(fraction)]:
-        if peak is None:
-            peak = trough = value
-        elif not falling:
-            peak = max(peak, value)
-            if value < peak - drop:
-                collapses, falling, trough = collapses + 1, True, value
-        else:
-            trough = min(trough, value)
-            if value > trough + drop:
-                falling, peak = False, value
-    return collapses
-
-
-@defined("Conv-BN-ReLU ends higher: the BN run's last held-out accuracy is above the run without BN's "
-         "(the book's are shown beside ours; its data and length differ, see the report).")
-def fastai_final_accuracy(runs: Runs) -> tuple[bool, str]:
-    bn, plain = final_accuracy(runs["batchnorm"]), final_accuracy(runs["none"])
+@defined(f"Conv-BN-ReLU ends higher: the BN run's final held-out accuracy ({FINAL}) is above the run without "
+         "BN's beyond the seed-to-seed noise (the book's are shown beside ours; its data and length differ, see "
+         "the report).")
+def fastai_final_accuracy(seeds: Seeds) -> tuple[str, str]:
+    result, effect, bn, plain = _compare(seeds, tail_accuracy, "batchnorm", "none")
     book = dict(get_preset("fastai-collapse").published_accuracy)
-    holds = bn > plain
-    return holds, (f"BN final test accuracy {_number(bn)} vs {_number(plain)} without (book: "
-                   f"{book['batchnorm']:.4f} vs {book['none']:.4f}): {_verdict(holds)}")
+    return result, (f"BN final test accuracy {_number(bn)} vs {_number(plain)} without ({_seeds(seeds)}; book: "
+                    f"{book['batchnorm']:.4f} vs {book['none']:.4f}); paired difference {effect.text()}: {ending(result)}")
 
 
-@defined(f"Without BN the activations collapse and recover; with BN they develop smoothly. In the "
-         "second-to-last conv layer, the fraction of non-zero ReLU outputs (1 - the dead fraction, the run "
-         f"file's 'saturation') is followed over training; a collapse is a fall of more than {COLLAPSE_DROP:.2f} "
-         "(of all activations) below its highest value since the last recovery. The claim holds when the run "
-         "without BN collapses more often than the BN run.")
-def fastai_collapses(runs: Runs) -> tuple[bool, str]:
-    bn, plain = count_collapses(nonzero_fraction(runs["batchnorm"])), count_collapses(nonzero_fraction(runs["none"]))
-    holds = plain > bn
-    layer = runs["none"]["layers"][COLOR_DIM_LAYER]["name"]
-    return holds, (f"collapses of {layer}'s non-zero fraction (falls of more than {COLLAPSE_DROP:.2f}): {plain} "
-                   f"without BN vs {bn} with: {_verdict(holds)}")
+def _cycles(run: dict) -> float:
+    return float(collapse_cycles(nonzero_fraction(run)))
 
 
-def _accuracies(runs: Runs) -> dict[str, float]:
-    return {norm: final_accuracy(run) for norm, run in runs.items()}
+@defined(f"Without BN the activations grow, collapse and recover, repeatedly; with BN they develop smoothly. In "
+         "the second-to-last conv layer, the fraction of non-zero ReLU outputs (1 - the dead fraction) is "
+         f"followed over training; a complete cycle is a rise of more than {COLLAPSE_DROP:.2f} (of all "
+         f"activations), a fall of more than {COLLAPSE_DROP:.2f} below the peak and a recovery of more than "
+         f"{COLLAPSE_DROP:.2f} above the low. The claim holds when the run without BN completes more cycles than "
+         f"the BN run beyond the seed-to-seed noise, and at least {REPEATED} on average (the pattern repeats). "
+         "A fall that never recovers is not a cycle.")
+def fastai_collapses(seeds: Seeds) -> tuple[str, str]:
+    result, effect, plain, bn = _compare(seeds, _cycles, "none", "batchnorm")
+    if plain < REPEATED:  # no repeated pattern to reproduce, whatever BN does
+        result = NOT_REPRODUCED
+    layer = seeds[0]["none"]["layers"][COLOR_DIM_LAYER]["name"] if seeds else "the layer"
+    return result, (f"complete rise-collapse-recovery cycles of {layer}'s non-zero fraction: {_number(plain, '.1f')} "
+                    f"without BN vs {_number(bn, '.1f')} with ({_seeds(seeds)}; at least {REPEATED} needed without BN); "
+                    f"paired difference {effect.text('+.1f')}: {ending(result)}")
 
 
-@defined(f"Noisy BN trains about as well as BN: its last held-out accuracy is at most {NOISY_TOLERANCE:.2f} below BN's.")
-def noisy_close_to_bn(runs: Runs) -> tuple[bool, str]:
-    acc = _accuracies(runs)
-    holds = acc["noisy-batchnorm"] >= acc["batchnorm"] - NOISY_TOLERANCE
-    return holds, (f"noisy BN final test accuracy {_number(acc['noisy-batchnorm'])} vs BN {_number(acc['batchnorm'])} "
-                   f"(within {NOISY_TOLERANCE:.2f}): {_verdict(holds)}")
+def _noisy_line(seeds: Seeds, better: str, worse: str, label: str, margin: float = 0.0) -> tuple[str, str]:
+    result, effect, high, low = _compare(seeds, tail_accuracy, better, worse, margin)
+    within = f", tolerance {margin:+.2f}" if margin else ""
+    return result, (f"{label} {_number(high)} vs {_number(low)} ({_seeds(seeds)}); paired difference "
+                    f"{effect.text()}{within}: {ending(result)}")
 
 
-@defined("Noisy BN beats no BN: its last held-out accuracy is above the run without BN's.")
-def noisy_beats_plain(runs: Runs) -> tuple[bool, str]:
-    acc = _accuracies(runs)
-    holds = acc["noisy-batchnorm"] > acc["none"]
-    return holds, (f"noisy BN final test accuracy {_number(acc['noisy-batchnorm'])} vs {_number(acc['none'])} "
-                   f"without BN: {_verdict(holds)}")
+@defined(f"Noisy BN trains about as well as BN: its final held-out accuracy ({FINAL}) is at most "
+         f"{NOISY_TOLERANCE:.2f} below BN's, beyond the seed-to-seed noise (the 95% t-interval of the paired "
+         f"differences lies above -{NOISY_TOLERANCE:.2f}).")
+def noisy_close_to_bn(seeds: Seeds) -> tuple[str, str]:
+    return _noisy_line(seeds, "noisy-batchnorm", "batchnorm", "final test accuracy, noisy BN vs BN", -NOISY_TOLERANCE)
 
 
-@defined("BN beats no BN: its last held-out accuracy is above the run without BN's.")
-def bn_beats_plain(runs: Runs) -> tuple[bool, str]:
-    acc = _accuracies(runs)
-    holds = acc["batchnorm"] > acc["none"]
-    return holds, f"BN final test accuracy {_number(acc['batchnorm'])} vs {_number(acc['none'])} without: {_verdict(holds)}"
+@defined(f"Noisy BN beats no BN: its final held-out accuracy ({FINAL}) is above the run without BN's beyond the "
+         "seed-to-seed noise.")
+def noisy_beats_plain(seeds: Seeds) -> tuple[str, str]:
+    return _noisy_line(seeds, "noisy-batchnorm", "none", "final test accuracy, noisy BN vs no BN")
 
 
-@defined(f"The same noise without BN hurts training: its last held-out accuracy is below the run without BN "
-         f"and without noise (in every claim, a run that diverged counts as chance, {CHANCE}).")
-def noise_alone_hurts(runs: Runs) -> tuple[bool, str]:
-    acc = _accuracies(runs)
-    holds = acc["noise"] < acc["none"]
-    return holds, (f"noise without BN final test accuracy {_number(acc['noise'])} vs {_number(acc['none'])} "
-                   f"with neither: {_verdict(holds)}")
+@defined(f"BN beats no BN: its final held-out accuracy ({FINAL}) is above the run without BN's beyond the "
+         "seed-to-seed noise.")
+def bn_beats_plain(seeds: Seeds) -> tuple[str, str]:
+    return _noisy_line(seeds, "batchnorm", "none", "final test accuracy, BN vs no BN")
+
+
+@defined(f"The same noise without BN hurts training: its final held-out accuracy ({FINAL}) is below the run "
+         "without BN and without noise, beyond the seed-to-seed noise (a run that diverged counts as chance, "
+         "0.1, from its divergence on).")
+def noise_alone_hurts(seeds: Seeds) -> tuple[str, str]:
+    return _noisy_line(seeds, "none", "noise", "final test accuracy, neither vs noise without BN")
 
 
 LANDSCAPE_METRICS = (("loss_range", "loss range"), ("gradient_predictiveness", "gradient predictiveness"),
                      ("beta_smoothness", "effective beta-smoothness"))
 
 
-def landscape_median(run: dict, key: str) -> float:
-    values = run["landscape"][key] if "landscape" in run else np.zeros(0)
-    values = values[np.isfinite(values)]
-    return float(np.median(values)) if len(values) else math.nan
-
-
 def landscape_claim(key: str, label: str) -> Claim:
-    def claim(runs: Runs) -> tuple[bool, str]:
-        bn, plain = landscape_median(runs["batchnorm"], key), landscape_median(runs["none"], key)
-        holds = bn < plain
-        return holds, f"median {label} {_number(bn, '.4g')} with BN vs {_number(plain, '.4g')} without: {_verdict(holds)}"
+    def claim(seeds: Seeds) -> tuple[str, str]:
+        effect, bn, plain = _log_ratio(seeds, lambda run: landscape_median(run, key))
+        result = verdict(effect)
+        return result, (f"median {label} {_number(bn, '.4g')} with BN vs {_number(plain, '.4g')} without "
+                        f"({_seeds(seeds)}); log ratio {effect.text('+.2f')}: {ending(result)}")
 
     claim.__name__ = f"landscape_{key}"
-    return defined(f"BN makes the landscape smoother: the median over training of the {label} "
-                   "(bnviz.landscape, every landscape_every steps) is smaller with BN than without.")(claim)
+    return defined(f"BN makes the landscape smoother: the median over training of the {label} (bnviz.landscape, "
+                   "every landscape_every steps) is smaller with BN than without; the log ratio without/with BN "
+                   "has a 95% t-interval above 0 over the seeds.")(claim)

@@ -1,9 +1,9 @@
 """The registry of reproductions: which preset runs with which norms, and which claims it checks.
 
-A reproduction is a preset run once per ``norm`` value (same seed: same data order and the
-same initial weights, only ``norm`` differs) plus the claims to check on those runs
-(``bnviz.reproduce.claims``) and how our setup differs from the source
-(``bnviz.reproduce.facts``).
+A reproduction is a preset run once per ``norm`` value and seed (one seed's runs are paired:
+same data order and the same initial weights, only ``norm`` differs) plus the claims to check
+on those runs (``bnviz.reproduce.claims``, with an interval over the seeds) and how our setup
+differs from the source (``bnviz.reproduce.facts``).
 """
 
 from __future__ import annotations
@@ -13,13 +13,27 @@ from typing import Mapping
 
 from bnviz.config import RunConfig
 from bnviz.presets import Preset, get_preset
-from bnviz.reproduce.claims import (LANDSCAPE_METRICS, Claim, Runs, bn_beats_plain, fastai_collapses,
-                                    fastai_final_accuracy, ioffe_final_accuracy, ioffe_stable_inputs,
-                                    ioffe_trains_faster, landscape_claim, noise_alone_hurts, noisy_beats_plain,
-                                    noisy_close_to_bn)
+from bnviz.reproduce.claims import (
+    LANDSCAPE_METRICS,
+    Claim,
+    Runs,
+    Seeds,
+    bn_beats_plain,
+    fastai_collapses,
+    fastai_final_accuracy,
+    ioffe_final_accuracy,
+    ioffe_stable_inputs,
+    ioffe_trains_faster,
+    landscape_claim,
+    noise_alone_hurts,
+    noisy_beats_plain,
+    noisy_close_to_bn,
+)
+from bnviz.reproduce.evidence import NOT_REPRODUCED, REPRODUCED
 from bnviz.runfile import from_snapshot
 
 MIN_EVAL_EVERY = 5  # a held-out evaluation costs a few training steps: a short run evaluates at most every 5th
+DEFAULT_SEEDS = 5  # paired seeds per reproduction: a 95% t-interval needs a few (t = 2.78 at 5, 12.7 at 2)
 
 
 @dataclass(frozen=True)
@@ -67,8 +81,9 @@ def get_reproduction(name: str) -> Reproduction:
 
 
 def configs_for(name: str, steps: int | None = None, overrides: Mapping | None = None) -> dict[str, RunConfig]:
-    """The paired configs, keyed by norm. A shorter ``steps`` keeps the number of evaluations
-    (down to one every MIN_EVAL_EVERY steps) and of landscape probes: the same kind of curves."""
+    """The paired configs of one seed (the preset's, or ``overrides``'), keyed by norm. A
+    shorter ``steps`` keeps the number of evaluations (down to one every MIN_EVAL_EVERY steps)
+    and of landscape probes: the same kind of curves."""
     reproduction = get_reproduction(name)
     base = reproduction.preset.config
     if steps is not None and steps != base.steps:
@@ -81,24 +96,40 @@ def configs_for(name: str, steps: int | None = None, overrides: Mapping | None =
     return {norm: base.paired_with(norm=norm) for norm in reproduction.norms}
 
 
+def seed_configs(name: str, seeds: int = DEFAULT_SEEDS, steps: int | None = None,
+                 overrides: Mapping | None = None) -> list[dict[str, RunConfig]]:
+    """The paired configs of ``seeds`` consecutive seeds from the config's own: one dict per
+    seed, keyed by norm. Seeds differ in initial weights, data order and noise, nothing else."""
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a whole number of at least 1 (got {seeds!r})")
+    first = configs_for(name, steps, overrides)
+    start = next(iter(first.values())).seed
+    return [{norm: config.replace(seed=start + offset) for norm, config in first.items()} for offset in range(seeds)]
+
+
 @dataclass(frozen=True)
 class ClaimResult:
     name: str
-    holds: bool
+    verdict: str  # "reproduced", "within noise" or "not reproduced" (bnviz.reproduce.evidence)
     line: str
     definition: str
 
+    @property
+    def holds(self) -> bool:
+        return self.verdict == REPRODUCED
 
-def check_claims(name: str, runs: Runs) -> list[ClaimResult]:
-    """Evaluate every claim of the reproduction on the runs' recorded data."""
+
+def check_claims(name: str, runs: Runs | Seeds) -> list[ClaimResult]:
+    """Evaluate every claim of the reproduction on the runs' recorded data: ``runs`` is one
+    seed's ``{norm: run}`` or a sequence of them, one per seed."""
+    seeds = [runs] if isinstance(runs, Mapping) else list(runs)
     results = []
     for claim in get_reproduction(name).claims:
-        definition = claim.definition
         try:
-            holds, line = claim(runs)
+            result, line = claim(seeds)
         except (KeyError, IndexError, ValueError) as error:  # a run that recorded nothing to compare
-            holds, line = False, f"{claim.__name__}: could not be computed ({type(error).__name__}: {error}): not reproduced"
-        results.append(ClaimResult(claim.__name__, bool(holds), line, definition))
+            result, line = NOT_REPRODUCED, f"{claim.__name__}: could not be computed ({type(error).__name__}: {error}): not reproduced"
+        results.append(ClaimResult(claim.__name__, result, line, claim.definition))
     return results
 
 

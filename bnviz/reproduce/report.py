@@ -19,9 +19,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from bnviz import __version__
-from bnviz.reproduce.claims import COLOR_DIM_LAYER, LANDSCAPE_METRICS, final_accuracy, nonzero_fraction
+from bnviz.reproduce.claims import COLOR_DIM_LAYER, LANDSCAPE_METRICS, nonzero_fraction
 from bnviz.reproduce.registry import get_reproduction
 from bnviz.reproduce.result import Result
+from bnviz.snapshot import final_accuracy
 from bnviz.style import NORM_LABELS, RUN_COLORS  # the app's names and colours
 
 PERCENTILE_DASH = {"p15": "dot", "p50": "solid", "p85": "dash"}
@@ -31,7 +32,7 @@ STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 td, th { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
-.yes { color: #1b7a1b; font-weight: bold; } .no { color: #b3261e; font-weight: bold; }
+.yes { color: #1b7a1b; font-weight: bold; } .no { color: #b3261e; font-weight: bold; } .noise { color: #8a6d00; font-weight: bold; }
 pre { background: #f5f5f5; padding: 0.8em; overflow-x: auto; font-size: 12px; }
 .published { font-size: 1.1em; border-left: 4px solid #1f6fd1; padding-left: 0.8em; }
 """
@@ -59,6 +60,7 @@ def render(result: Result, data_dir: str | None = None) -> str:
         _runs_table(result),
         "<h2>Figures</h2>",
     ]
+    parts.append(f"<p>Figures: the first seed's runs (seed {_seed(result.runs)}).</p>")
     for index, (caption, figure) in enumerate(figures(result.name, result.runs)):
         parts.append(f"<h3>{e(caption)}</h3>")
         parts.append(figure.to_html(full_html=False, include_plotlyjs=index == 0, div_id=f"figure-{index}",
@@ -67,9 +69,12 @@ def render(result: Result, data_dir: str | None = None) -> str:
     parts += ["<h2>How our setup differs from the source</h2>", "<ul>",
               *(f"<li>{e(text)}</li>" for text in differences), "</ul>"]
     parts += ["<h2>Exact configs</h2>"]
+    if len(result.seeds) > 1:
+        seeds = ", ".join(str(_seed(pair)) for pair in result.seeds)
+        parts.append(f"<p>The first seed's; the other seeds' differ only in <code>seed</code> (seeds {e(seeds)}).</p>")
     for norm, run in result.runs.items():
         config = json.dumps(run["config"], indent=2, sort_keys=True)
-        parts.append(f"<p>{e(NORM_LABELS[norm])} (run file <code>{e(result.run_files[norm].name)}</code>):</p>"
+        parts.append(f"<p>{e(NORM_LABELS[norm])} (run file <code>{e(result.run_files[0][norm].name)}</code>):</p>"
                      f"<pre>{e(config)}</pre>")
     if data_dir:
         parts.append(f"<p>Data read from <code>{e(str(data_dir))}</code>.</p>")
@@ -80,11 +85,18 @@ def render(result: Result, data_dir: str | None = None) -> str:
     return "\n".join(parts)
 
 
+def _seed(runs: dict[str, dict]) -> int:
+    return next(iter(runs.values()))["config"]["seed"]
+
+
+VERDICT_CLASS = {"reproduced": "yes", "within noise": "noise", "not reproduced": "no"}
+
+
 def _claims_table(result: Result) -> str:
     e = html.escape
     rows = ["<table><tr><th>result</th><th>our numbers</th><th>definition</th></tr>"]
     for claim in result.claims:
-        verdict = "<span class='yes'>reproduced</span>" if claim.holds else "<span class='no'>not reproduced</span>"
+        verdict = f"<span class='{VERDICT_CLASS[claim.verdict]}'>{e(claim.verdict)}</span>"
         rows.append(f"<tr><td>{verdict}</td><td>{e(claim.line)}</td><td>{e(claim.definition)}</td></tr>")
     rows.append("</table>")
     return "\n".join(rows)
@@ -92,20 +104,25 @@ def _claims_table(result: Result) -> str:
 
 def _runs_table(result: Result) -> str:
     e = html.escape
-    header = ("run", "status", "steps", "final test accuracy", "final loss", "last-layer saturated/dead fraction",
+    header = ("run", "seed", "status", "steps", "final test accuracy", "final loss", "last-layer saturated/dead fraction",
               "wall time", "CPU time")
     rows = ["<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"]
-    for norm, run in result.runs.items():
-        loss = run["loss"]
-        saturation = run["layers"][-1]["saturation"] if run["layers"] else np.zeros(0)
-        seconds, cpu = result.run_seconds.get(norm, math.nan), result.run_cpu_seconds.get(norm, math.nan)
-        cells = (NORM_LABELS[norm], f"{run['status']}: {run['message']}", f"{run['config']['steps']:,}",
-                 _fmt(final_accuracy(run), ".4f"), _fmt(loss[-1] if len(loss) else math.nan, ".4g"),
-                 _fmt(saturation[-1] if len(saturation) else math.nan, ".3f"), _fmt(seconds, ".1f") + " s",
-                 _fmt(cpu, ".1f") + " s" if math.isfinite(cpu) else "n/a (threads share one process)")
-        rows.append("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in cells) + "</tr>")
+    for pair, wall, cpu_times in zip(result.seeds, result.run_seconds, result.run_cpu_seconds):
+        for norm, run in pair.items():
+            rows.append(_run_row(norm, run, wall.get(norm, math.nan), cpu_times.get(norm, math.nan)))
     rows.append("</table>")
     return "\n".join(rows)
+
+
+def _run_row(norm: str, run: dict, seconds: float, cpu: float) -> str:
+    """One run's row; its final accuracy is its last evaluation, as everywhere (the claims average the last ones)."""
+    loss = run["loss"]
+    saturation = run["layers"][-1]["saturation"] if run["layers"] else np.zeros(0)
+    cells = (NORM_LABELS[norm], str(run["config"]["seed"]), f"{run['status']}: {run['message']}", f"{run['config']['steps']:,}",
+             _fmt(final_accuracy(run["status"], run["test_accuracy"]["values"]), ".4f"), _fmt(loss[-1] if len(loss) else math.nan, ".4g"),
+             _fmt(saturation[-1] if len(saturation) else math.nan, ".3f"), _fmt(seconds, ".1f") + " s",
+             _fmt(cpu, ".1f") + " s" if math.isfinite(cpu) else "n/a (threads share one process)")
+    return "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
 
 
 def _fmt(value: float, spec: str) -> str:

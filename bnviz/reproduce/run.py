@@ -1,14 +1,21 @@
-"""Reproductions: train a preset's paired runs side by side, check the published claims, report.
+"""Reproductions: train a preset's paired runs on several seeds, check the published claims, report.
 
-``run_reproduction(name)`` trains one run per ``norm`` value of a reproduction
-(``bnviz.reproduce.registry``), at most one per core at a time, writes each run file
-(docs/run-format.md), checks the claims on the runs as the files hold them and writes
-``report.html`` and ``summary.txt`` (bnviz.reproduce.report).
+``run_reproduction(name, seeds=5)`` trains one run per ``norm`` value of a reproduction
+(``bnviz.reproduce.registry``) and seed, at most one per core at a time, writes each run
+file (docs/run-format.md), checks the claims on the runs as the files hold them (an interval
+over the seeds: ``bnviz.reproduce.claims``) and writes ``report.html`` and ``summary.txt``
+(bnviz.reproduce.report).
 
 Runs train in separate processes by default. Threads do not use both cores: a Trainer's
 per-step Python work holds the GIL, and in a process that has loaded numpy its BLAS threads
 compete too (benchmarks/bench_reproduce.py compares the two). ``parallel="thread"`` skips
 the seconds a process takes to start, which is what the short runs of the tests want.
+
+The runs go through this module's own process pool, not the trainability map's joblib cells
+(``bnviz.reproduce.cells``): a reproduction keeps every statistic of every step of each run
+(a run file of a few MB, the report's figures), reports each run's step while it trains and,
+on Ctrl-C, stops every run and still saves what it recorded; a map cell returns a few numbers
+when it ends. Both use one process per core.
 """
 
 from __future__ import annotations
@@ -28,11 +35,12 @@ from typing import Callable, Mapping
 
 from bnviz.config import RunConfig
 from bnviz.reproduce.facts import differences
-from bnviz.reproduce.registry import check_claims, configs_for
+from bnviz.reproduce.registry import DEFAULT_SEEDS, check_claims, seed_configs
 from bnviz.reproduce.result import Result
 from bnviz.runfile import write_run
 
-Progress = Callable[[str, int, int, str], None]  # (norm, step, steps, status)
+Progress = Callable[[str, int, int, int, str], None]  # (norm, seed, step, steps, status)
+Key = tuple[int, str]  # (seed, norm): one run of a reproduction
 
 POLL_SECONDS = 0.5  # how often a worker reports its run's step: a progress line, not a chart
 PARALLEL = ("process", "thread")
@@ -50,24 +58,32 @@ def default_workers(runs: int) -> int:
 
 def run_reproduction(name: str, steps: int | None = None, out_dir=".", progress: Progress | None = None,
                      overrides: Mapping | None = None, parallel: str = "process", workers: int | None = None,
-                     data_dir: str | None = None, report: bool = True) -> Result:
-    """Train the paired runs concurrently, write run files, check the claims, write the report."""
+                     data_dir: str | None = None, report: bool = True, seeds: int = DEFAULT_SEEDS) -> Result:
+    """Train the paired runs of every seed concurrently, write run files, check the claims,
+    write the report."""
     if parallel not in PARALLEL:
         raise ValueError(f"parallel must be one of {', '.join(PARALLEL)} (got {parallel!r})")
-    configs = configs_for(name, steps, overrides)
+    per_seed = seed_configs(name, seeds, steps, overrides)
+    configs = {(config.seed, norm): config for pair in per_seed for norm, config in pair.items()}
     setup = differences(name, next(iter(configs.values())), data_dir)  # before training: fails fast
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {norm: out / f"{name}-{norm}.json" for norm in configs}
+    paths = {(seed, norm): out / f"{name}-{norm}-seed{seed}.json" for seed, norm in configs}
     workers = workers or default_workers(len(configs))
     started = time.perf_counter()
     runs, seconds, cpu_seconds = _train_all(configs, paths, parallel, workers, data_dir, progress or (lambda *args: None))
     train_seconds = time.perf_counter() - started
-    claims = check_claims(name, runs)
+    order = [[(config.seed, norm) for norm, config in pair.items()] for pair in per_seed]
+
+    def by_seed(values: dict) -> tuple[dict, ...]:
+        return tuple({norm: values[(seed, norm)] for seed, norm in keys if (seed, norm) in values} for keys in order)
+
+    seed_runs = by_seed(runs)
+    claims = check_claims(name, seed_runs)
     summary = out / "summary.txt"
     summary.write_text("".join(claim.line + "\n" for claim in claims), encoding="utf-8")
-    result = Result(name, out, paths, runs, seconds, cpu_seconds, claims, train_seconds, out / "report.html", summary,
-                    parallel, workers, setup)
+    result = Result(name, out, by_seed(paths), seed_runs, by_seed(seconds), by_seed(cpu_seconds), claims,
+                    train_seconds, out / "report.html", summary, parallel, workers, setup)
     if report:
         from bnviz.reproduce.report import write_report  # imports plotly: the workers never need it
 
@@ -77,17 +93,17 @@ def run_reproduction(name: str, steps: int | None = None, out_dir=".", progress:
 
 @dataclass(frozen=True)
 class _Job:
-    norm: str
+    key: Key
     config: dict
     path: str
     data_dir: str | None
 
 
-def _train_all(configs: dict[str, RunConfig], paths: dict[str, Path], parallel: str, workers: int,
-               data_dir: str | None, progress: Progress) -> tuple[dict[str, dict], dict[str, float], dict[str, float]]:
+def _train_all(configs: dict[Key, RunConfig], paths: dict[Key, Path], parallel: str, workers: int,
+               data_dir: str | None, progress: Progress) -> tuple[dict[Key, dict], dict[Key, float], dict[Key, float]]:
     """Train every config, ``workers`` at a time; returns each run (as its file holds it) and
     its wall and CPU seconds."""
-    jobs = [_Job(norm, config.to_dict(), str(paths[norm]), data_dir) for norm, config in configs.items()]
+    jobs = [_Job(key, config.to_dict(), str(paths[key]), data_dir) for key, config in configs.items()]
     # Ctrl-C reaches only this process's main thread (workers ignore SIGINT, so an idle one cannot
     # die and break the pool); it sets `stop`, and each worker stops its run and saves what it recorded.
     if parallel == "process":
@@ -111,11 +127,11 @@ def _train_all(configs: dict[str, RunConfig], paths: dict[str, Path], parallel: 
                 future.cancel()
             futures.wait(pending)
         _relay([], messages, progress)
-        timings = {job.norm: future.result() for job, future in zip(jobs, pending) if not future.cancelled()}
+        timings = {job.key: future.result() for job, future in zip(jobs, pending) if not future.cancelled()}
     if interrupted and len(timings) < len(jobs):
         raise KeyboardInterrupt  # a run never started: there is no pair to compare
-    return ({norm: run for norm, (run, _, _) in timings.items()}, {norm: wall for norm, (_, wall, _) in timings.items()},
-            {norm: cpu for norm, (_, _, cpu) in timings.items()})
+    return ({key: run for key, (run, _, _) in timings.items()}, {key: wall for key, (_, wall, _) in timings.items()},
+            {key: cpu for key, (_, _, cpu) in timings.items()})
 
 
 def _relay(pending: list, messages, progress: Progress) -> None:
@@ -173,11 +189,11 @@ def _train_job(job: _Job) -> tuple[dict, float, float]:
             trainer.stop()  # ends after the current step and publishes what it recorded
             break
         snapshot = trainer.snapshot()
-        messages.put((job.norm, snapshot.step, config.steps, snapshot.status))
+        messages.put((job.key[1], job.key[0], snapshot.step, config.steps, snapshot.status))
         stop.wait(POLL_SECONDS)
     trainer.join()
     snapshot = trainer.snapshot()
     run = write_run(snapshot, job.path)
-    messages.put((job.norm, snapshot.step, config.steps, snapshot.status))
+    messages.put((job.key[1], job.key[0], snapshot.step, config.steps, snapshot.status))
     cpu_seconds = time.process_time() - cpu_started if _worker.own_process else math.nan
     return run, time.perf_counter() - started, cpu_seconds
