@@ -11,10 +11,11 @@ per-step Python work holds the GIL, and in a process that has loaded numpy its B
 compete too (benchmarks/bench_reproduce.py compares the two). ``parallel="thread"`` skips
 the seconds a process takes to start, which is what the short runs of the tests want.
 
-The runs go through this module's own process pool, not the trainability map's joblib cells
-(``bnviz.reproduce.cells``): a reproduction keeps every statistic of every step of each run
-(a run file of a few MB, the report's figures), reports each run's step while it trains and,
-on Ctrl-C, stops every run and still saves what it recorded; a map cell returns a few numbers
+The runs go through this module's own process pool, not the map's joblib cells
+(``bnviz.reproduce.cells``), because a cell keeps too little: a reproduction's claims read
+every statistic of every step (the unit's percentiles for drift, the dead fraction for
+collapse: a run file of a few MB), it reports each run's step while it trains, and on Ctrl-C
+every run stops and still saves what it recorded; a cell sums its run up in a few numbers
 when it ends. Both use one process per core.
 """
 
