@@ -60,7 +60,7 @@ PRESETS: dict[str, Preset] = {
             source="Santurkar et al. 2018, arXiv:1805.11604, §2.1 (VGG on CIFAR-10 in the paper)",
             compare=("none", "batchnorm", "noisy-batchnorm", "noise"),
             assumed=("a 4x100 ReLU MLP on MNIST instead of VGG on CIFAR-10",
-                     "noise mean from U(-0.5, 0.5), std from U(1, 1.25), redrawn every step"),
+                     "noise mean from U(-0.5, 0.5), std from U(1, 1.25), redrawn every step for every unit"),
         ),
         Preset(
             name="deep-sigmoid",

@@ -65,8 +65,8 @@ REPRODUCTIONS: dict[str, Reproduction] = {
                       "test accuracy on {evaluated:,} held-out images, the book's on 10,000")),
         Reproduction("noisy-bn", ("none", "batchnorm", "noisy-batchnorm", "noise"),
                      (noisy_close_to_bn, noisy_beats_plain, bn_beats_plain, noise_alone_hurts),
-                     ("noise ranges are our choice, not the paper's appendix: each step draws the noise mean from "
-                      "U(-{noise_mean}, {noise_mean}) and its std from U(1, {noise_std})",
+                     ("noise ranges are our choice, not the paper's appendix: each step draws, for every unit, the "
+                      "noise mean from U(-{noise_mean}, {noise_mean}) and its std from U(1, {noise_std})",
                       "data: {train:,} training images ({source}) instead of CIFAR-10")),
         Reproduction("landscape", ("none", "batchnorm"),
                      tuple(landscape_claim(key, label) for key, label in LANDSCAPE_METRICS),
