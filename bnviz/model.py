@@ -38,13 +38,11 @@ class StepNoise(nn.Module):
     """Noise whose distribution changes every step (Santurkar et al. 2018, §2.1): norm "noise"
     alone, and the second half of ``NoisyBatchNorm``.
 
-    In training, each step draws for every unit (channel, in a conv layer) its own mean
-    ``mu ~ U(-noise_mean, noise_mean)`` and std ``sigma ~ U(1, noise_std)``, then adds i.i.d.
-    ``N(mu, sigma^2)`` noise to that unit's activation in every sample (and position): the
-    paper adds "time-varying, non-zero mean and non-unit variance noise independently to each
-    batch normalized activation". After BN the activations have unit scale, so the noise is as
-    large as the signal. The uniform ranges are bnviz's choice (the paper's appendix gives its
-    own). In evaluation it adds nothing. Its own seeded generator keeps runs reproducible.
+    In training, each step draws a mean ``mu ~ U(-noise_mean, noise_mean)`` and a std
+    ``sigma ~ U(1, noise_std)``, then adds i.i.d. ``N(mu, sigma^2)`` noise to every
+    activation of every sample: a "covariate shift" far larger than training causes.
+    The uniform ranges are bnviz's choice (the paper's appendix gives its own per network).
+    In evaluation it adds nothing. Its own seeded generator keeps runs reproducible.
     """
 
     def __init__(self, noise_mean: float, noise_std: float, seed: int):
@@ -56,13 +54,10 @@ class StepNoise(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
-        # 1. this step's noise distribution, one per unit: (1, units) or (1, channels, 1, 1)
-        units = x.shape[1]
-        shape = (1, units) + (1,) * (x.dim() - 2)
-        mu, sigma = torch.rand(2, units, generator=self.generator)
-        mu = ((2 * mu - 1) * self.noise_mean).reshape(shape)
-        sigma = (1 + sigma * (self.noise_std - 1)).reshape(shape)
-        # 2. one draw per activation of every sample
+        # 1. this step's noise distribution; 2. one draw per activation of every sample
+        mu, sigma = torch.rand(2, generator=self.generator).tolist()
+        mu = (2 * mu - 1) * self.noise_mean
+        sigma = 1 + sigma * (self.noise_std - 1)
         noise = torch.randn(x.shape, generator=self.generator).mul_(sigma).add_(mu)
         return x + noise
 

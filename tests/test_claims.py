@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bnviz.reproduce.evidence import Interval, interval, t_quantile, verdict
-from bnviz.reproduce.measures import collapse_cycles, mean_accuracy, slow_and_fast, tail_accuracy
+from bnviz.reproduce.measures import collapse_cycles, collapses, mean_accuracy, slow_and_fast, tail_accuracy
 from bnviz.reproduce.registry import REPRODUCTIONS, check_claims, get_reproduction
 
 SEEDS = 5
@@ -194,7 +194,14 @@ def test_fastai_claims_follow_the_evidence():
     assert "book: 0.9864 vs 0.9743)" in check_claims("fastai-collapse", shown)[0].line
 
 
-def test_one_collapse_without_recovery_is_not_the_pattern():
+def test_one_collapse_without_recovery_is_not_the_pattern_but_a_collapse():
+    def fall_once(rng):  # the no-BN run: rises to 0.71, falls to 0.14 and stays there
+        fraction = np.r_[np.linspace(0.5, 0.71, 8), np.linspace(0.71, 0.14, 30), np.full(STEPS - 38, 0.14)]
+        flat = np.full(STEPS, 0.48) + rng.normal(0, 0.005, STEPS)
+        return {"none": fake_run(saturation=1 - fraction - rng.normal(0, 0.005, STEPS)), "batchnorm": fake_run(saturation=1 - flat)}
+    _, pattern, collapsed = verdicts("fastai-collapse", seeds_of(fall_once))
+    assert pattern == "not reproduced" and collapsed == "reproduced"
+    assert collapses(np.r_[np.linspace(0.5, 0.71, 8), np.linspace(0.71, 0.14, 30)]) == (1, 0)
     verdict_of = lambda make: verdicts("fastai-collapse", seeds_of(make))[1]
     assert verdict_of(fastai(0)) == "not reproduced"  # no cycle on either side
     assert verdict_of(fastai(1)) == "not reproduced"  # one cycle: the pattern does not repeat

@@ -195,34 +195,23 @@ def noise_of(module: NoisyBatchNorm | StepNoise, x: torch.Tensor) -> torch.Tenso
 
 
 @pytest.mark.parametrize("batchnorm", [True, False])
-def test_noisy_batchnorm_adds_noise_whose_distribution_changes_every_step_and_unit(batchnorm):
+def test_noisy_batchnorm_adds_noise_whose_distribution_changes_every_step(batchnorm):
     noise_mean, noise_std = 0.5, 2.0
     module = (NoisyBatchNorm(64, dims=1, noise_mean=noise_mean, noise_std=noise_std, seed=1) if batchnorm
               else StepNoise(noise_mean=noise_mean, noise_std=noise_std, seed=1)).train()
-    x = torch.randn(4096, 64, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    x = torch.randn(128, 64, generator=torch.Generator().manual_seed(0)) * 3 + 1
     means, stds = [], []
-    for _ in range(20):
-        noise = noise_of(module, x)  # 4,096 draws per unit: its mean within ~0.1, its std within ~4%
-        means.append(noise.mean(0))
-        stds.append(noise.std(0))
-    means, stds = torch.stack(means), torch.stack(stds)  # (steps, units)
-    assert (means.abs() <= noise_mean + 0.1).all()
-    assert ((stds >= 1 * 0.94) & (stds <= noise_std * 1.06)).all()
-    # each unit has its own distribution, and it changes every step: the draws cover both ranges
-    for values in (means, means.T):
-        assert (values.std(1) > 0.15).all()
+    for _ in range(150):
+        noise = noise_of(module, x)  # 8,192 draws: the mean within ~0.05, the std within ~2%
+        means.append(noise.mean().item())
+        stds.append(noise.std().item())
+    means, stds = torch.tensor(means), torch.tensor(stds)
+    assert (means.abs() <= noise_mean + 0.08).all()
+    assert ((stds >= 1 * 0.95) & (stds <= noise_std * 1.05)).all()
+    # the distribution changes: over 150 steps the draws cover most of both ranges
     assert means.min() < -0.8 * noise_mean and means.max() > 0.8 * noise_mean
     assert stds.min() < 1.1 and stds.max() > 0.9 * noise_std
-    assert stds.std(0).min() > 0.1 and stds.std(1).min() > 0.1
-
-
-def test_conv_noise_has_one_distribution_per_channel():
-    module = StepNoise(noise_mean=1.0, noise_std=1.0, seed=3).train()  # std 1: only the mean varies
-    noise = module(torch.zeros(256, 4, 6, 6))
-    per_channel = noise.mean(dim=(0, 2, 3))  # 9,216 draws each: within ~0.03 of the channel's mean
-    assert per_channel.std() > 0.1  # channels differ...
-    within = noise - per_channel.reshape(1, 4, 1, 1)
-    assert abs(within.std().item() - 1.0) < 0.05  # ...and positions share their channel's distribution
+    assert means.std() > 0.2 and stds.std() > 0.2
 
 
 def test_noisy_batchnorm_in_eval_mode_equals_batchnorm_exactly():

@@ -44,7 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     from bnviz.reproduce.run import run_reproduction
 
-    progress = _ProgressLine()
+    progress = _ProgressLine(args.seeds)
     try:
         overrides = parse_settings(args.set)
         result = run_reproduction(args.name, steps=args.steps, out_dir=args.out, progress=progress,
@@ -81,7 +81,8 @@ class _ProgressLine:
     """One line on stderr, redrawn in place: per norm, the steps done over all its seeds and
     how many of its runs have ended."""
 
-    def __init__(self):
+    def __init__(self, seeds: int = 1):
+        self.seeds = seeds  # runs per norm, started or not
         self.runs: dict[str, dict[int, tuple[int, int, str]]] = {}  # norm -> seed -> (step, steps, status)
         self.drawn = False
 
@@ -91,16 +92,15 @@ class _ProgressLine:
         sys.stderr.flush()
         self.drawn = True
 
-    @staticmethod
-    def _text(norm: str, seeds: dict[int, tuple[int, int, str]]) -> str:
+    def _text(self, norm: str, seeds: dict[int, tuple[int, int, str]]) -> str:
         label = NORM_LABELS.get(norm, norm)
-        if len(seeds) == 1:
+        if self.seeds == 1:
             (step, steps, status), = seeds.values()
             return f"{label} {step:,}/{steps:,} {status}"
         done = sum(step for step, _, _ in seeds.values())
-        total = sum(steps for _, steps, _ in seeds.values())
+        total = self.seeds * next(iter(seeds.values()))[1]  # every seed's run has the same steps
         ended = sum(status not in ("running", "paused") for _, _, status in seeds.values())
-        return f"{label} {done:,}/{total:,} steps of {len(seeds)} seeds, {ended} ended"
+        return f"{label} {done:,}/{total:,} steps of {self.seeds} seeds, {ended} ended"
 
     def end(self) -> None:
         if self.drawn:

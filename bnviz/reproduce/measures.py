@@ -88,12 +88,14 @@ def unit_drift(run: dict) -> dict[str, tuple[float, float]]:
             "spread": slow_and_fast((np.asarray(unit["p85"]) - np.asarray(unit["p15"]))[after])}
 
 
-def collapse_cycles(fraction: np.ndarray, drop: float = COLLAPSE_DROP) -> int:
-    """Complete rise-collapse-recovery cycles of a fraction over time: from its lowest point
-    it rises more than ``drop``, falls more than ``drop`` below the peak (the collapse), and
-    rises more than ``drop`` above the new low (the recovery); the recovery is the next
-    cycle's rise. A fall that never recovers is not a cycle."""
-    cycles, state = 0, "rising"
+def collapses(fraction: np.ndarray, drop: float = COLLAPSE_DROP) -> tuple[int, int]:
+    """(collapses, complete cycles) of a fraction over time. A collapse: from its lowest point
+    the fraction rises more than ``drop``, then falls more than ``drop`` below the peak. A
+    complete cycle: a collapse followed by a recovery, a rise of more than ``drop`` above the
+    new low (which is also the next cycle's rise). A fall that never recovers is a collapse,
+    not a cycle."""
+    falls = cycles = 0
+    state = "rising"
     low = high = None
     for value in fraction[np.isfinite(fraction)]:
         if low is None:
@@ -102,7 +104,7 @@ def collapse_cycles(fraction: np.ndarray, drop: float = COLLAPSE_DROP) -> int:
         if state == "rising":
             high = max(high, value)
             if value < high - drop and high - low > drop:  # risen, now collapsed
-                state, low = "falling", value
+                falls, state, low = falls + 1, "falling", value
             elif value < low:
                 low = high = value
         else:
@@ -110,7 +112,12 @@ def collapse_cycles(fraction: np.ndarray, drop: float = COLLAPSE_DROP) -> int:
             if value > low + drop:  # recovered: one complete cycle, and the rise of the next
                 cycles += 1
                 state, high = "rising", value
-    return cycles
+    return falls, cycles
+
+
+def collapse_cycles(fraction: np.ndarray, drop: float = COLLAPSE_DROP) -> int:
+    """Complete rise-collapse-recovery cycles (``collapses``)."""
+    return collapses(fraction, drop)[1]
 
 
 def landscape_median(run: dict, key: str) -> float:

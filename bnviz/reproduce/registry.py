@@ -20,6 +20,7 @@ from bnviz.reproduce.claims import (
     Seeds,
     bn_beats_plain,
     fastai_collapses,
+    fastai_collapses_once,
     fastai_final_accuracy,
     ioffe_final_accuracy,
     ioffe_stable_inputs,
@@ -59,14 +60,14 @@ REPRODUCTIONS: dict[str, Reproduction] = {
                      ("data: {train:,} training images ({source}), not MNIST's full 60,000; test accuracy on "
                       "{evaluated:,} held-out images, the paper's on 10,000; {steps:,} steps of {batch_size} are "
                       "{epochs:.1f} epochs of our data, {full_epochs:.1f} of the full set",)),
-        Reproduction("fastai-collapse", ("none", "batchnorm"), (fastai_final_accuracy, fastai_collapses),
+        Reproduction("fastai-collapse", ("none", "batchnorm"), (fastai_final_accuracy, fastai_collapses, fastai_collapses_once),
                      ("the book trains one epoch of the full 60,000 MNIST training images; we train {steps:,} steps "
                       "of batch {batch_size} on {train:,} images ({source}), about {epochs:.1f} epochs of them",
                       "test accuracy on {evaluated:,} held-out images, the book's on 10,000")),
         Reproduction("noisy-bn", ("none", "batchnorm", "noisy-batchnorm", "noise"),
                      (noisy_close_to_bn, noisy_beats_plain, bn_beats_plain, noise_alone_hurts),
-                     ("noise ranges are our choice, not the paper's appendix: each step draws, for every unit, the "
-                      "noise mean from U(-{noise_mean}, {noise_mean}) and its std from U(1, {noise_std})",
+                     ("noise ranges are our choice, not the paper's appendix: each step draws the noise mean from "
+                      "U(-{noise_mean}, {noise_mean}) and its std from U(1, {noise_std})",
                       "data: {train:,} training images ({source}) instead of CIFAR-10")),
         Reproduction("landscape", ("none", "batchnorm"),
                      tuple(landscape_claim(key, label) for key, label in LANDSCAPE_METRICS),
