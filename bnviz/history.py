@@ -4,7 +4,9 @@
 merge into one and every later column gathers twice as many steps (its ``stride``):
 histogram counts add up, so no mass is lost; means, fractions and percentiles are averaged
 (a merged column's percentiles are the mean of its steps' percentiles, an approximation);
-stds are pooled exactly from the means and variances.
+stds are pooled exactly from the means and variances. The newest steps, fewer than a
+column's, wait as recorded (at most ``stride - 1`` of them: 255 at 200,000 steps) until
+their column is complete, so the columns do not depend on how steps arrived (``add``).
 
 Arrays are append-only and a merge builds new ones, so ``columns()`` hands out read-only
 views that never change afterwards: snapshots share memory with the history, no copies.
@@ -35,41 +37,32 @@ class History:
         self.stride = 1  # steps per column; doubles at every halving
         self.size = 0
         self._arrays: dict[str, np.ndarray] | None = None
-        self._partial: dict[str, np.ndarray] | None = None  # the newest steps, fewer than `stride`
+        self._partial: dict[str, np.ndarray] | None = None  # the newest steps as recorded, fewer than `stride`
 
     def add(self, stats: StepStats) -> None:
+        """Append recorded steps. The columns depend only on the steps, never on how they were
+        split into calls: a column is always its ``stride`` steps merged at once (or two
+        columns merged by a halving), decided by the number of steps seen. A run whose trainer
+        drains at other moments (another machine's speed, another entry point) gets the same
+        columns to the bit."""
         rows = {field.name: getattr(stats, field.name) for field in dataclasses.fields(stats)}  # asdict deep-copies
         rows["count"] = np.ones(len(stats.steps), dtype=np.int64)
         if self._arrays is None:
             self._arrays = {key: np.zeros((self.capacity, *value.shape[1:]), value.dtype) for key, value in rows.items()}
         if self._partial is not None:
             rows = _concatenate([self._partial, rows])
-        while True:
-            complete, self._partial = self._group(rows)
-            room = self.capacity - self.size
-            fitting = min(room, len(complete["steps"]))
+        while len(rows["steps"]) >= self.stride:
+            if self.size == self.capacity:
+                self._halve()  # full: the waiting steps now make columns of twice as many
+                continue
+            columns = min(self.capacity - self.size, len(rows["steps"]) // self.stride)
+            used = columns * self.stride
+            complete = merge_runs({key: value[:used] for key, value in rows.items()}, np.arange(0, used, self.stride))
             for key, value in complete.items():
-                self._arrays[key][self.size:self.size + fitting] = value[:fitting]
-            self.size += fitting
-            if fitting == len(complete["steps"]):
-                return
-            # Full: halve, then regroup what did not fit (older first, the partial last) at the new stride.
-            self._halve()
-            rest = {key: value[fitting:] for key, value in complete.items()}
-            rows = _concatenate([rest, self._partial]) if self._partial is not None else rest
-
-    def _group(self, rows: dict[str, np.ndarray]) -> tuple[dict, dict | None]:
-        """Complete columns of `stride` steps, and the incomplete tail merged into one row (or None)."""
-        if self.stride == 1:  # every row is a column already
-            return rows, None
-        total = np.cumsum(rows["count"])
-        ends = np.flatnonzero(total % self.stride == 0)  # aligned: every count divides the stride
-        cut = ends[-1] + 1 if len(ends) else 0
-        starts = np.r_[0, ends[:-1] + 1] if len(ends) else np.zeros(0, dtype=np.int64)
-        complete = merge_runs({key: value[:cut] for key, value in rows.items()}, starts)
-        tail = {key: value[cut:] for key, value in rows.items()}
-        partial = merge_runs(tail, np.zeros(1, dtype=np.int64)) if len(tail["steps"]) else None
-        return complete, partial
+                self._arrays[key][self.size:self.size + columns] = value
+            self.size += columns
+            rows = {key: value[used:] for key, value in rows.items()}
+        self._partial = rows if len(rows["steps"]) else None
 
     def _halve(self) -> None:
         """Merge adjacent pairs into new arrays (views handed out stay valid), and double the stride."""
@@ -85,7 +78,7 @@ class History:
         """End of run: keep the partial column (fewer than `stride` steps) as the last one."""
         if self._partial is None:
             return
-        partial, self._partial = self._partial, None
+        partial, self._partial = merge_runs(self._partial, np.zeros(1, dtype=np.int64)), None
         if self.size == self.capacity:
             self._halve()
         for key, value in partial.items():

@@ -11,6 +11,7 @@ can be loaded without trusting it. ``to_csv`` flattens the same numbers into one
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -40,6 +41,7 @@ def to_run_dict(snapshot: Snapshot) -> dict:
         "format": FORMAT,
         "bnviz_version": __version__,
         "config": snapshot.config.to_dict(),
+        "digest": digest(snapshot),
         "status": snapshot.status,
         "message": snapshot.message,
         "stride": int(snapshot.stride),
@@ -53,6 +55,21 @@ def to_run_dict(snapshot: Snapshot) -> dict:
                       **{key: _floats(landscape[:, i]) for i, key in enumerate(LANDSCAPE_KEYS)}},
         "layers": [_layer(snapshot, index, name) for index, name in enumerate(snapshot.layer_names)],
     }
+
+
+def digest(snapshot: Snapshot) -> str:
+    """SHA-256 of everything a run recorded, unrounded: its columns, held-out accuracy,
+    landscape, stride, step and status. Two runs of one config from any entry point must give
+    the same digest (equal bits, not merely the same 6 digits a run file keeps)."""
+    hashed = hashlib.sha256(f"{snapshot.status} {snapshot.step} {snapshot.stride}".encode())
+    arrays = {f"columns.{key}": value for key, value in snapshot.columns.items()}
+    arrays.update(accuracy_steps=snapshot.accuracy_steps, accuracy=snapshot.accuracy,
+                  landscape_steps=snapshot.landscape_steps, landscape=snapshot.landscape)
+    for key in sorted(arrays):
+        array = np.ascontiguousarray(arrays[key])
+        hashed.update(f"{key} {array.dtype.str} {array.shape}".encode())
+        hashed.update(array.tobytes())
+    return hashed.hexdigest()
 
 
 def _layer(snapshot: Snapshot, index: int, name: str) -> dict:

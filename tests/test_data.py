@@ -149,3 +149,29 @@ def test_synthetic_is_deterministic_and_standardized():
     assert first.train_x.shape == (6000, 1, 28, 28) and first.test_x.shape == (1000, 1, 28, 28)
     assert first.train_y.dtype == torch.int64 and set(first.train_y.tolist()) == set(range(10))
     assert abs(first.train_x.mean().item()) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "synthetic"])
+def test_standardization_is_the_same_bits_at_one_and_two_torch_threads(name):
+    """The audit of issue 16: torch's float32 mean of MNIST read 33.4031677 with one thread and
+    33.4031715 with two, so the command line (the machine's threads) and the reproduction's
+    workers (one) trained on different data. Standardized in float64 numpy, then rounded once."""
+    from bnviz.data import _load_cached
+
+    before = torch.get_num_threads()
+    loaded = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            _load_cached.cache_clear()
+            loaded.append(load_dataset(name))
+    finally:
+        torch.set_num_threads(before)
+        _load_cached.cache_clear()
+    one, two = loaded
+    assert torch.equal(one.train_x, two.train_x) and torch.equal(one.test_x, two.test_x)
+    if name != "synthetic":
+        with np.load(ASSETS_DIR / f"{name}.npz") as npz:
+            pixels = npz["train_x"].astype(np.float64)
+            expected = ((npz["test_x"].astype(np.float64) - pixels.mean()) / pixels.std(ddof=1)).astype(np.float32)
+        np.testing.assert_array_equal(one.test_x[:, 0].numpy(), expected)

@@ -192,3 +192,40 @@ def test_series_thinning_keeps_the_size_bounded_and_the_first_point():
     np.testing.assert_array_equal(values[:, 1], -steps)
     steps[0] = -1  # copies: the series is unaffected
     assert series.arrays()[0][0] == 1
+
+
+@pytest.mark.parametrize("total_steps", [5, 40, 123, 300])
+def test_columns_do_not_depend_on_how_steps_arrive(total_steps):
+    """One config, one run: a trainer drains its ring when the clock says, so the same steps
+    arrive in other pieces on another machine or entry point; the columns must be the same bits."""
+    stats = synthetic_stats(1, total_steps, np.random.default_rng(total_steps))
+    everything = np.arange(total_steps)
+    splits = [[everything], np.split(everything, np.arange(1, total_steps))]  # at once; one step at a time
+    for seed in range(3):
+        cuts = np.unique(np.random.default_rng(seed).integers(1, total_steps, 6)) if total_steps > 1 else []
+        splits.append(np.split(everything, cuts))
+    results = []
+    for pieces in splits:
+        history = History(capacity=8)
+        for piece in pieces:
+            history.add(StepStats(**{name: value[piece] for name, value in vars(stats).items()}))
+        before = {key: value.copy() for key, value in history.columns().items()}
+        history.close()
+        results.append((before, history.columns()))
+    for before, after in results[1:]:
+        for key in after:
+            np.testing.assert_array_equal(before[key], results[0][0][key], err_msg=key)
+            np.testing.assert_array_equal(after[key], results[0][1][key], err_msg=key)
+
+
+@pytest.mark.parametrize("total_steps", [1, 8, 9, 17, 123, 300])
+def test_every_column_but_the_last_holds_stride_steps(total_steps):
+    """What docs/run-format.md promises: complete columns hold `stride` steps; an ended run's
+    last column holds the rest (1 to `stride`), labelled with the last step."""
+    history = History(capacity=8)
+    add_randomly(history, total_steps, seed=total_steps + 1)
+    assert (history.columns()["count"] == history.stride).all()  # while training: complete columns only
+    history.close()
+    count = history.columns()["count"]
+    assert (count[:-1] == history.stride).all() and 1 <= count[-1] <= history.stride
+    assert count.sum() == total_steps and history.columns()["steps"][-1] == total_steps
