@@ -90,9 +90,10 @@ def test_every_entry_point_gives_the_same_run_at_one_and_two_threads(tmp_path, t
             label: from_the_command_line(label, config, tmp_path) for label, config in CONFIGS.items()}
         threads(count)
         results[f"app thread runs, {count} torch threads"] = from_a_pool(RunPool(max_running=4, make_trainer=Trainer))
-    paths = {label: tmp_path / f"reproduce-{label}.json" for label in CONFIGS}
-    runs, _, _ = _train_all(CONFIGS, paths, "process", 2, None, lambda *args: None)
-    results["reproduction workers (processes)"] = {label: run["digest"] for label, run in runs.items()}
+    jobs = {(config.seed, label): config for label, config in CONFIGS.items()}  # keyed (seed, run) as a reproduction's
+    paths = {key: tmp_path / f"reproduce-{key[1]}.json" for key in jobs}
+    runs, _, _ = _train_all(jobs, paths, "process", 2, None, lambda *args: None)
+    results["reproduction workers (processes)"] = {label: run["digest"] for (_, label), run in runs.items()}
     if AVAILABLE:
         results["app process runs"] = from_a_pool(RunPool(max_running=4, make_trainer=TrainerProcess))
     reference = results["command line, 1 torch threads"]
