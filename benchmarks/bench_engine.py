@@ -111,8 +111,8 @@ def memory(total_steps: int, layers: int = 3, chunk: int = 128) -> None:
             hist_pre=rng.integers(0, 200, (k, layers, 48)), hist_post=rng.random((k, layers, 40)),
             mean=rng.normal(size=(k, layers)), std=rng.random((k, layers)),
             percentiles=rng.normal(size=(k, layers, 3)), unit_percentiles=rng.normal(size=(k, layers, 3)),
-            saturation=rng.random((k, layers)), nonfinite=np.zeros((k, layers), np.int64),
-            grad_norm=rng.random((k, layers))))
+            saturation=rng.random((k, layers)), near_zero=rng.random((k, layers)),
+            nonfinite=np.zeros((k, layers), np.int64), grad_norm=rng.random((k, layers))))
         done += k
         if any(done >= mark > done - k for mark in report_at):
             rss = _rss_mb()

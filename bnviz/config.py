@@ -20,7 +20,7 @@ ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky-relu", "gelu", "linear")
 NORMS = ("none", "batchnorm", "noisy-batchnorm", "noise")  # "noise": the same noise, no BN
 NORM_POSITIONS = ("before", "after")
 INITS = ("default", "xavier-normal", "xavier-uniform", "kaiming-normal", "kaiming-uniform", "gaussian")
-OPTIMIZERS = ("sgd", "momentum", "adam")
+OPTIMIZERS = ("sgd", "momentum", "adam", "fastai-adam")  # "fastai-adam": the fastai book's (bnviz.optim)
 SCHEDULES = ("constant", "onecycle")
 
 KEY_LENGTH = 16  # hex digits of RunConfig.key(): 64 bits, no collision among any number of runs a server sees

@@ -110,10 +110,11 @@ def column_bricks(steps: np.ndarray) -> dict:
 def saturation(views: list[RunView], uirevision: str = "saturation") -> go.Figure:
     """Fraction of units saturated (sigmoid, tanh) or dead (ReLU family) per layer over time."""
     activation = views[0].activation
-    label = "dead fraction (input ≤ 0)" if activation in DEAD_ACTIVATIONS else "saturated fraction"
-    note = "" if activation in SATURATION_THRESHOLD or activation in DEAD_ACTIVATIONS else \
-        f"{activation} units do not saturate"
-    return _per_run_lines(views, "saturation", label, uirevision, dict(range=[0, 1.02], tickformat=".0%"), note)
+    dead = activation in DEAD_ACTIVATIONS
+    label = "dead (input ≤ 0), solid; near zero (≤ 0.05, fastai), dotted" if dead else "saturated fraction"
+    note = "" if activation in SATURATION_THRESHOLD or dead else f"{activation} units do not saturate"
+    return _per_run_lines(views, "saturation", label, uirevision, dict(range=[0, 1.02], tickformat=".0%"), note,
+                          dotted="near_zero" if dead else None)
 
 
 def grad_norms(views: list[RunView], uirevision: str = "grad-norms") -> go.Figure:
@@ -176,8 +177,9 @@ def loss_accuracy(views: list[RunView], published: dict[str, float] | None = Non
 
 
 def _per_run_lines(views: list[RunView], key: str, y_title: str, uirevision: str, y_axis: dict,
-                   note: str = "") -> go.Figure:
-    """One panel per run, one line per layer, coloured from the first layer (light) to the last (dark)."""
+                   note: str = "", dotted: str | None = None) -> go.Figure:
+    """One panel per run, one line per layer, coloured from the first layer (light) to the last (dark);
+    ``dotted``: a second statistic drawn beside it, dotted, in the same colours (where a run has it)."""
     grid = _Grid(1, len(views), col_gap=0.05)
     data, shapes = [], []
     for c, view in enumerate(views):
@@ -188,6 +190,10 @@ def _per_run_lines(views: list[RunView], key: str, y_title: str, uirevision: str
             data.append(dict(type="scatter", mode="lines", x=steps, y=view.lines[key][:, r].astype(np.float32),
                              name=_layer_label(name), legendgroup=name, showlegend=c == 0, xaxis=x, yaxis=y,
                              line=dict(color=colors[r], width=2)))
+            if dotted in view.lines:
+                data.append(dict(type="scatter", mode="lines", x=steps, y=view.lines[dotted][:, r].astype(np.float32),
+                                 name=f"{_layer_label(name)} near zero", legendgroup=name, showlegend=False,
+                                 xaxis=x, yaxis=y, line=dict(color=colors[r], width=1.5, dash="dot")))
         shapes += _lr_lines(view, x, y)
     layout = grid.layout(views, y_axis=y_axis)
     layout["yaxis"]["title"] = dict(text=y_title)

@@ -30,7 +30,7 @@ PERCENTILE_KEYS = ("p15", "p50", "p85")  # bnviz.percentiles.PERCENTILES (not im
 LANDSCAPE_KEYS = ("loss_range", "gradient_predictiveness", "beta_smoothness")  # Snapshot.landscape's 3 columns
 REQUIRED = ("config", "steps", "loss", "test_accuracy", "layers", "status", "message")
 LAYER_REQUIRED = ("name", "bin_edges", "hist", "saturation", "percentiles", "mean", "std", "grad_norm")
-CSV_FIELDS = ("step", "layer", "loss", "mean", "std", *PERCENTILE_KEYS, "saturation", "nonfinite", "grad_norm",
+CSV_FIELDS = ("step", "layer", "loss", "mean", "std", *PERCENTILE_KEYS, "saturation", "near_zero", "nonfinite", "grad_norm",
               "test_accuracy")
 
 
@@ -85,6 +85,7 @@ def _layer(snapshot: Snapshot, index: int, name: str) -> dict:
         "post_bin_edges": _floats(snapshot.post_edges),
         "post_hist": _floats(column("hist_post", len(snapshot.post_edges) - 1)),  # fractional: see the docs
         "saturation": _floats(column("saturation")),
+        **({"near_zero": _floats(column("near_zero"))} if "near_zero" in snapshot.columns else {}),
         "nonfinite": _ints(column("nonfinite")),
         "percentiles": {key: _floats(percentiles[:, i]) for i, key in enumerate(PERCENTILE_KEYS)},
         "unit_percentiles": {key: _floats(units[:, i]) for i, key in enumerate(PERCENTILE_KEYS)},
@@ -183,7 +184,7 @@ def _layer_arrays(layer, where: str, n: int) -> dict:
             if len(out[edges]) < 2:
                 raise ValueError(f"{where}.{edges} must hold at least 2 edges (got {len(out[edges])})")
             out[hist] = _array(layer[hist], f"{where}.{hist}", (n, len(out[edges]) - 1), integer=hist == "hist")
-    for key in ("saturation", "mean", "std", "grad_norm", "nonfinite"):
+    for key in ("saturation", "near_zero", "mean", "std", "grad_norm", "nonfinite"):
         if key in layer:
             out[key] = _array(layer[key], f"{where}.{key}", (n,), integer=key == "nonfinite")
     for key in ("percentiles", "unit_percentiles"):
@@ -248,13 +249,14 @@ def to_csv(snapshot: Snapshot) -> str:
     accuracy = {int(i): value for i, value in zip(where, snapshot.accuracy.tolist()) if i < len(steps)}
     loss, mean, std, percentiles, saturation, nonfinite, grad_norm = (
         snapshot.column(key) for key in ("loss", "mean", "std", "percentiles", "saturation", "nonfinite", "grad_norm"))
+    near_zero = snapshot.columns.get("near_zero", np.full(saturation.shape, np.nan))  # blank for runs recorded without it
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
     for c, step in enumerate(steps.tolist()):
         for i, name in enumerate(snapshot.layer_names):
-            row = [loss[c], mean[c, i], std[c, i], *percentiles[c, i], saturation[c, i], nonfinite[c, i],
-                   grad_norm[c, i], accuracy.get(c)]
+            row = [loss[c], mean[c, i], std[c, i], *percentiles[c, i], saturation[c, i], near_zero[c, i],
+                   nonfinite[c, i], grad_norm[c, i], accuracy.get(c)]
             writer.writerow([step, name, *map(_csv_cell, row)])
     return buffer.getvalue()
 

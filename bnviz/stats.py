@@ -7,7 +7,8 @@ for all layers and steps), because on the CPU ``bincount`` is the cheapest count
 an order of magnitude under ``histc`` or a sort:
 - the displayed pre-activation histogram is the fine one summed in groups of ``GROUP``;
 - the post-activation histogram maps each fine bin through the nonlinearity (by its centre);
-- the saturated fraction is a sum of fine bins, since the thresholds are fine-bin edges;
+- the saturated fraction is a sum of fine bins, since the thresholds are fine-bin edges; so is
+  fastai's near-zero fraction (at or below 0.05) where the range puts 0.05 on an edge;
 - the layer's 15/50/85th percentiles are read off the fine histogram where it places them
   within one fine bin's width, and found exactly (a partial sort of the step's values) where
   it cannot: in an edge bin, which also holds everything beyond the range, or across empty
@@ -25,16 +26,22 @@ import numpy as np
 import torch
 
 from bnviz.percentiles import Ranks, lerp, order_statistics, sorted_percentiles
-from bnviz.saturation import DEAD_ACTIVATIONS, LN19, SATURATION_THRESHOLD
+from bnviz.saturation import DEAD_ACTIVATIONS, LN19, NEAR_ZERO, SATURATION_THRESHOLD
 
 FINE_BINS = 768  # 6 ln19 / 768 = ln19 / 128: the thresholds fall on fine-bin edges
 GROUP = 16  # 768 / 16 = 48 displayed bins, each ln19 / 8 wide
 POST_BINS = 40  # sigmoid/tanh outputs: 0.05 and 0.95 (tanh: +-0.9) are edges of 40 bins
 
 
+UNSATURATED_RANGE = 9.6  # ~3 ln 19 as for sigmoid, and 9.6 / 384 = 0.025: fastai's near zero (0.05) is a fine edge
+
+
 def pre_range(activation: str) -> float:
-    """Half-width of the pre-activation range: 3 thresholds wide, so saturation is visible."""
-    return 3 * SATURATION_THRESHOLD.get(activation, LN19)
+    """Half-width of the pre-activation range: 3 thresholds wide, so saturation is visible; for
+    the activations without a threshold, one with 0 and NEAR_ZERO on fine-bin edges."""
+    if activation in SATURATION_THRESHOLD:
+        return 3 * SATURATION_THRESHOLD[activation]
+    return UNSATURATED_RANGE
 
 
 def pre_edges(activation: str) -> np.ndarray:
@@ -65,6 +72,7 @@ class StepStats:
     percentiles: np.ndarray  # (K, L, 3) 15/50/85th of the layer's pre-activation
     unit_percentiles: np.ndarray  # (K, L, 3) of one fixed unit's pre-activation
     saturation: np.ndarray  # (K, L) fraction saturated (sigmoid, tanh) or dead (ReLU family); NaN if undefined
+    near_zero: np.ndarray  # (K, L) fraction at or below NEAR_ZERO, as fastai counts it; NaN for sigmoid and tanh
     nonfinite: np.ndarray  # (K, L) count of NaN/Inf pre-activations
     grad_norm: np.ndarray  # (K, L) norm of the layer's weight gradient
 
@@ -88,6 +96,8 @@ class Reducer:
         self.post_map = PostMap(_post_map(activation, self.fine_edges))
         mask = _saturated_bins(activation, self.fine_edges)  # (FINE_BINS,) bool or None
         self.saturated_runs = None if mask is None else _runs(mask)  # [(start, stop)]: a prefix and/or a suffix
+        edge = np.flatnonzero(np.abs(self.fine_edges - NEAR_ZERO) < 1e-9)
+        self.near_zero_edge = int(edge[0]) if len(edge) else None  # values at or below it are near zero
         # Right-closed bins: index = top - floor((high - x) / width), top = the last bin of row
         # (step k, layer l), rows in (K, L) order so one bincount covers every step and layer.
         rows = torch.arange(ring_steps * layers, dtype=torch.int32).view(ring_steps, layers)
@@ -194,6 +204,8 @@ class Reducer:
         ranks = Ranks(below)
         result = ranks.estimate(self.fine_edges)
         unbounded = ~ranks.bounded() & (ranks.counted[:, None] > 0)  # (K L, 3)
+        if not unbounded.any():
+            return result
         layers = len(flats)
         for layer, flat in enumerate(flats):
             for quantile in range(unbounded.shape[1]):
@@ -209,11 +221,13 @@ class Reducer:
         return result
 
     def _read_off(self, below: np.ndarray) -> dict[str, np.ndarray]:
-        """Stage 4: the displayed pre and post histograms and the saturated fraction, (K L, ...)."""
+        """Stage 4: the displayed pre and post histograms, the saturated and near-zero fractions, (K L, ...)."""
         return {
             "hist_pre": np.diff(below[:, ::GROUP], axis=1),
             "hist_post": self.post_map.apply(below),
             "saturation": self._saturation(below, below[:, -1]),
+            "near_zero": (below[:, self.near_zero_edge] / np.maximum(below[:, -1], 1) if self.near_zero_edge is not None
+                          else np.full(below.shape[0], np.nan)),
         }
 
     def _saturation(self, below: np.ndarray, counted: np.ndarray) -> np.ndarray:

@@ -23,16 +23,13 @@ from bnviz.config import RunConfig, checked_lr
 from bnviz.data import BatchStream, load_dataset
 from bnviz.history import History, Series
 from bnviz.model import build_model
+from bnviz.optim import build_optimizer, onecycle_factor, onecycle_momentum, set_momentum
 from bnviz.probes import ActivationProbe
 from bnviz.snapshot import Snapshot
 from bnviz.stats import post_edges, pre_edges
 
 PUBLISH_INTERVAL = 0.2  # seconds between snapshots at most: a step reaches the screen well within a second
 EVAL_CHUNK = 1000  # held-out examples per forward pass when measuring accuracy
-ONECYCLE_WARMUP = 0.25  # fastai's fit_one_cycle: pct_start
-ONECYCLE_DIV = 25.0  # starts at lr / 25
-ONECYCLE_FINAL_DIV = 1e5  # ends at lr / 25 / 1e5
-MOMENTUM = 0.9  # for optimizer "momentum"
 MAX_LR_EVENTS = 1000  # live learning-rate changes kept for the timeline
 
 
@@ -138,7 +135,7 @@ class Trainer:
         self._dataset = load_dataset(config.dataset, self.data_dir)
         torch.manual_seed(config.seed)  # anything left to the global generator is seeded too
         self._network = build_model(config, self._dataset.input_shape, self._dataset.num_classes)
-        self._optimizer = _optimizer(config, self._network)
+        self._optimizer = build_optimizer(config, self._network)
         self._stream = BatchStream(self._dataset, config.batch_size, config.seed)
         self._probe = ActivationProbe(self._network, config.activation, config.batch_size, self._dataset.input_shape)
         self._layer_names = tuple(self._network.layer_names())
@@ -195,6 +192,8 @@ class Trainer:
         lr = self._lr_at(self._step)
         for group in self._optimizer.param_groups:
             group["lr"] = lr
+        if config.schedule == "onecycle":
+            set_momentum(self._optimizer, onecycle_momentum(self._step / config.steps))
         record = (self._step + 1) % config.record_every == 0  # steps r, 2r, ...: aligned with eval_every
         probe.recording = record
         x, y = self._stream.next_batch()
@@ -268,19 +267,3 @@ class Trainer:
         )
         with self._published:
             self._published.notify_all()
-
-
-def onecycle_factor(progress: float) -> float:
-    """fastai's 1cycle: cosine from 1/25 up to 1 over the first quarter, then down to 1/(25 * 1e5)."""
-    def cosine(start, end, t):
-        return end + (start - end) / 2 * (1 + math.cos(math.pi * t))
-    if progress < ONECYCLE_WARMUP:
-        return cosine(1 / ONECYCLE_DIV, 1.0, progress / ONECYCLE_WARMUP)
-    return cosine(1.0, 1 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV), (progress - ONECYCLE_WARMUP) / (1 - ONECYCLE_WARMUP))
-
-
-def _optimizer(config: RunConfig, network) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(network.parameters(), lr=config.lr)
-    momentum = MOMENTUM if config.optimizer == "momentum" else 0.0
-    return torch.optim.SGD(network.parameters(), lr=config.lr, momentum=momentum)

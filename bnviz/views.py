@@ -21,6 +21,7 @@ CELL_BUDGET = 8 * 200  # panels x columns per heatmap figure: bounds the bytes a
 LINE_POINTS = 120  # points per line: a line chart is half the page wide, and every trace carries its own x
 MIN_COLUMNS = 60  # even a 20-layer comparison keeps this much time resolution
 LINE_KEYS = ("steps", "count", "loss", "mean", "std", "unit_percentiles", "saturation", "grad_norm")  # mean, std: merge_runs needs them
+OPTIONAL_LINE_KEYS = ("near_zero",)  # drawn where a run has them (a run recorded before they existed has not)
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,16 @@ def run_view(snapshot: Snapshot, upto: int | None = None, max_columns: int = MAX
              kinds: tuple[str, ...] = ("pre", "post")) -> RunView:
     """The snapshot's columns with steps <= ``upto`` (all if None): heatmaps of ``kinds`` at most
     ``max_columns`` wide, lines at most LINE_POINTS long."""
-    keys = LINE_KEYS + tuple(f"hist_{kind}" for kind in kinds)
+    line_keys = LINE_KEYS + tuple(key for key in OPTIONAL_LINE_KEYS if key in snapshot.columns)
+    keys = line_keys + tuple(f"hist_{kind}" for kind in kinds)
     columns = {key: snapshot.column(key) for key in keys}
     if len(columns["steps"]) and upto is not None:
         keep = int(np.searchsorted(columns["steps"], upto, side="right"))
         columns = {key: value[:keep] for key, value in columns.items()}
-    lines = {key: columns[key] for key in LINE_KEYS}
+    lines = {key: columns[key] for key in line_keys}
     if len(columns["steps"]):
         columns = decimate(columns, max_columns)
-        lines = decimate({key: columns[key] for key in LINE_KEYS}, LINE_POINTS)
+        lines = decimate({key: columns[key] for key in line_keys}, LINE_POINTS)
     limit = snapshot.step if upto is None else upto
     seen = snapshot.accuracy_steps <= limit
     config = snapshot.config
@@ -76,7 +78,7 @@ def run_view(snapshot: Snapshot, upto: int | None = None, max_columns: int = MAX
         layer_names=snapshot.layer_names,
         pre_edges=snapshot.pre_edges,
         post_edges=snapshot.post_edges,
-        columns={key: columns[key] for key in keys if key not in LINE_KEYS or key in ("steps", "count")},
+        columns={key: columns[key] for key in keys if key not in line_keys or key in ("steps", "count")},
         lines=lines,
         accuracy_steps=snapshot.accuracy_steps[seen],
         accuracy=snapshot.accuracy[seen],

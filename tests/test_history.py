@@ -24,6 +24,7 @@ def synthetic_stats(first_step: int, count: int, rng: np.random.Generator) -> St
         percentiles=np.sort(rng.normal(size=(*shape, 3)), axis=2),
         unit_percentiles=np.sort(rng.normal(size=(*shape, 3)), axis=2),
         saturation=rng.random(shape),
+        near_zero=rng.random(shape),
         nonfinite=rng.integers(0, 3, shape),
         grad_norm=rng.random(shape),
     )
@@ -130,8 +131,8 @@ def test_pooled_std_is_the_std_of_the_underlying_values():
         hist_pre=np.zeros((steps, LAYERS, PRE_BINS), np.int64), hist_post=np.zeros((steps, LAYERS, POST_BINS)),
         mean=values.mean(2), std=values.std(2),  # population stds: pooling them is exact
         percentiles=np.zeros((steps, LAYERS, 3)), unit_percentiles=np.zeros((steps, LAYERS, 3)),
-        saturation=np.zeros((steps, LAYERS)), nonfinite=np.zeros((steps, LAYERS), np.int64),
-        grad_norm=np.zeros((steps, LAYERS)),
+        saturation=np.zeros((steps, LAYERS)), near_zero=np.zeros((steps, LAYERS)),
+        nonfinite=np.zeros((steps, LAYERS), np.int64), grad_norm=np.zeros((steps, LAYERS)),
     )
     grouped = values.reshape(4, 16, LAYERS, per_step).transpose(0, 2, 1, 3).reshape(4, LAYERS, -1)
     at_once, one_by_one = History(capacity=4), History(capacity=4)

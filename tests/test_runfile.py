@@ -34,6 +34,7 @@ def make_snapshot(columns: int = COLUMNS, layers: int = LAYERS) -> Snapshot:
         "percentiles": np.sort(rng.normal(size=(*shape, 3)), axis=-1),
         "unit_percentiles": np.sort(rng.normal(size=(*shape, 3)), axis=-1),
         "saturation": rng.random(shape),
+        "near_zero": rng.random(shape),
         "nonfinite": np.zeros(shape, dtype=np.int64),
         "grad_norm": rng.random(shape),
     }
@@ -70,7 +71,7 @@ def test_round_trip_keeps_every_array_within_rounding(tmp_path):
         np.testing.assert_array_equal(layer["hist"], columns["hist_pre"][:, i])
         np.testing.assert_allclose(layer["bin_edges"], snapshot.pre_edges, rtol=1e-5)
         np.testing.assert_allclose(layer["post_hist"], columns["hist_post"][:, i], rtol=1e-5)
-        for key in ("mean", "std", "saturation", "grad_norm"):
+        for key in ("mean", "std", "saturation", "near_zero", "grad_norm"):
             expected = np.where(np.isfinite(columns[key][:, i]), columns[key][:, i], np.nan)  # Inf -> null -> NaN
             np.testing.assert_allclose(layer[key], expected, rtol=1e-5)
         np.testing.assert_array_equal(layer["nonfinite"], columns["nonfinite"][:, i])
@@ -173,7 +174,7 @@ def test_csv_has_one_row_per_column_and_layer():
     rows = list(csv.DictReader(io.StringIO(to_csv(snapshot))))
     assert len(rows) == COLUMNS * LAYERS
     assert list(rows[0]) == ["step", "layer", "loss", "mean", "std", "p15", "p50", "p85", "saturation",
-                             "nonfinite", "grad_norm", "test_accuracy"]
+                             "near_zero", "nonfinite", "grad_norm", "test_accuracy"]
     first = rows[1]  # column 0 (step 2), layer 2
     assert first["step"] == "2" and first["layer"] == "linear2" and first["test_accuracy"] == ""
     assert float(first["std"]) == pytest.approx(snapshot.columns["std"][0, 1], rel=1e-5)

@@ -13,6 +13,7 @@ import torch
 
 from bnviz.model import ACTIVATION_MODULES
 from bnviz.percentiles import PERCENTILES, Ranks, order_statistics, sorted_percentiles
+from bnviz.saturation import NEAR_ZERO
 from bnviz.stats import (FINE_BINS, GROUP, LN19, SATURATION_THRESHOLD, Reducer, _post_map, _runs, post_edges, pre_edges,
                          pre_range)
 
@@ -357,3 +358,20 @@ def test_runs_are_the_true_stretches_of_a_mask():
     assert _runs(np.array([True, True, False, False, True])) == [(0, 2), (4, 5)]
     assert _runs(np.array([False, True, True, False])) == [(1, 3)]
     assert _runs(np.zeros(4, dtype=bool)) == []
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky-relu", "gelu", "linear"])
+def test_near_zero_is_fastais_count_at_or_below_005(activation):
+    """fastai's ActivationStats: (o <= 0.05).sum() / o.numel() of what feeds the nonlinearity;
+    0.05 is a fine edge of these activations' range, so it is a count, not an estimate."""
+    pre = activations()
+    stats = Reducer(activation, RING).reduce(pre, unit=0)
+    values = pre.double().numpy().reshape(RING, -1)
+    surely, maybe = (values <= NEAR_ZERO - EDGE_TOLERANCE).mean(1), (values <= NEAR_ZERO + EDGE_TOLERANCE).mean(1)
+    assert ((surely - 1e-12 <= stats["near_zero"]) & (stats["near_zero"] <= maybe + 1e-12)).all()
+    assert (stats["near_zero"] >= stats["saturation"] - 1e-12).all() if activation != "linear" else True
+
+
+def test_near_zero_is_not_counted_for_sigmoid_and_tanh():
+    for activation in ("sigmoid", "tanh"):
+        assert np.isnan(Reducer(activation, RING).reduce(activations(steps=4), unit=0)["near_zero"]).all()

@@ -19,7 +19,8 @@ from bnviz.config import RunConfig
 from bnviz.data import BatchStream, load_dataset
 from bnviz.model import StepNoise, build_model
 from bnviz.snapshot import FINAL_STATES
-from bnviz.trainer import ONECYCLE_DIV, ONECYCLE_FINAL_DIV, ONECYCLE_WARMUP, Trainer, onecycle_factor
+from bnviz.optim import ONECYCLE_DIV, ONECYCLE_FINAL_DIV, ONECYCLE_WARMUP, onecycle_factor
+from bnviz.trainer import Trainer
 
 WAIT = 30.0  # seconds: generous for a loaded CI machine; a passing test waits far less
 SMALL = RunConfig(dataset="synthetic", depth=2, width=16, batch_size=32, steps=60, eval_every=30, eval_size=200)
@@ -104,12 +105,10 @@ def test_same_seed_same_run(trainers):
     a, b = finished(first), finished(second)
     assert a.status == b.status == "finished"
     assert a.columns.keys() == b.columns.keys() and len(a.column("loss")) > 0
-    for key in ("steps", "count", "loss", "hist_pre", "nonfinite", "grad_norm"):
+    # Every statistic to the bit, though the two trainers drained their rings at other steps
+    # (each row is reduced on its own; the history's columns do not depend on the drains).
+    for key in a.columns:
         np.testing.assert_array_equal(a.column(key), b.column(key), err_msg=key)
-    # Derived floats are reduced many steps at a time, and how many depends on timing: a matrix
-    # product over more rows may round its last bit differently.
-    for key in set(a.columns) - {"steps", "count", "loss", "hist_pre", "nonfinite", "grad_norm"}:
-        np.testing.assert_allclose(a.column(key), b.column(key), rtol=1e-12, atol=1e-12, err_msg=key)
     np.testing.assert_array_equal(a.accuracy, b.accuracy)
     np.testing.assert_array_equal(a.accuracy_steps, [30, 60, 90, 120, 150])
 
@@ -242,13 +241,13 @@ def test_an_exception_in_the_thread_becomes_an_error_state(trainers, tmp_path):
 def test_onecycle_schedule_shape():
     assert onecycle_factor(0.0) == pytest.approx(1 / ONECYCLE_DIV)
     assert onecycle_factor(ONECYCLE_WARMUP) == pytest.approx(1.0)
-    assert onecycle_factor(1.0) == pytest.approx(1 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV))
+    assert onecycle_factor(1.0) == pytest.approx(1 / ONECYCLE_FINAL_DIV)  # fit_one_cycle: lr_max / div_final
     progress = np.linspace(0, 1, 1001)
     factors = np.array([onecycle_factor(p) for p in progress])
     peak = int(np.argmax(factors))
     assert progress[peak] == pytest.approx(ONECYCLE_WARMUP, abs=1e-3)
     assert (np.diff(factors[:peak + 1]) >= 0).all() and (np.diff(factors[peak:]) <= 0).all()
-    assert factors.min() > 0 and factors[-1] < 1e-6
+    assert factors.min() > 0 and factors[-1] < 1e-4
 
 
 def test_onecycle_rates_are_the_ones_used(trainers):

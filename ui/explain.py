@@ -34,7 +34,9 @@ def saturation(activation: str) -> str:
         return (f"Share of units whose {activation} output is within 5% of its limits "
                 f"(for a sigmoid: below 0.05 or above 0.95). Saturated units learn slowly.")
     if activation in DEAD_ACTIVATIONS:
-        return "Share of units whose input is at or below 0: they output a constant and pass no gradient."
+        return ("Solid: share of units whose input is at or below 0 (dead: they output a constant and pass no "
+                "gradient). Dotted: fastai's \"near zero\", the share at or below 0.05, as the book's "
+                "ActivationStats counts it.")
     return "A linear unit never saturates."
 
 
