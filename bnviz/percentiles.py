@@ -57,13 +57,12 @@ class Ranks:
         self.position = np.maximum(self.counted[:, None] - 1, 0) * (np.asarray(quantiles) / 100)  # (R, Q)
         self.low = np.floor(self.position).astype(np.int64)
         self.high = np.minimum(self.low + 1, np.maximum(self.counted[:, None] - 1, 0))
-        self.low_bin = self._bin_of(self.low)
-        self.high_bin = self._bin_of(self.high)
-
-    def _bin_of(self, rank: np.ndarray) -> np.ndarray:
-        """The bin holding the rank-th smallest value (0-based): the last edge with at most ``rank`` values below it."""
-        found = torch.searchsorted(torch.from_numpy(self.below), torch.from_numpy(rank), right=True).numpy() - 1
-        return np.clip(found, 0, self.below.shape[1] - 2)
+        # The bin holding the rank-th smallest value (0-based): the last edge with at most `rank`
+        # values below it. Both ranks in one batched search over the rows as they are.
+        ranks = torch.from_numpy(np.concatenate([self.low, self.high], axis=1))
+        found = torch.searchsorted(torch.from_numpy(below), ranks, right=True).numpy() - 1
+        bins = np.clip(found, 0, below.shape[1] - 2)
+        self.low_bin, self.high_bin = bins[:, :self.low.shape[1]], bins[:, self.low.shape[1]:]
 
     def bounded(self) -> np.ndarray:
         """(R, Q) True where the counts alone place the percentile within one bin's width: both

@@ -9,7 +9,7 @@ views; this module holds no drawing, so its arrays are testable on their own.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,6 +39,8 @@ class RunView:
     accuracy: np.ndarray
     lr_events: tuple[tuple[int, float], ...]
     last_step: int  # the whole run's last step, for a fixed axis while scrubbing
+    landscape_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # (s,)
+    landscape: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (s, 3): Snapshot.landscape's columns
 
 
 def column_budget(layers: int, runs: int = 1) -> int:
@@ -84,4 +86,6 @@ def run_view(snapshot: Snapshot, upto: int | None = None, max_columns: int = MAX
         accuracy=snapshot.accuracy[seen],
         lr_events=tuple(event for event in snapshot.lr_events if event[0] <= limit),
         last_step=snapshot.step,
+        landscape_steps=snapshot.landscape_steps[snapshot.landscape_steps <= limit],
+        landscape=np.asarray(snapshot.landscape).reshape(-1, 3)[snapshot.landscape_steps <= limit],
     )

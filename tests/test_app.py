@@ -7,10 +7,12 @@ Runs here are long (``steps`` large) so that they are still alive when a test lo
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -66,6 +68,13 @@ def texts(at: AppTest) -> list[str]:
 
 def charts(at: AppTest) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def points(values) -> np.ndarray:
+    """A trace's x or y as sent: a list, or Plotly's base64 typed array {"dtype", "bdata"}."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
+    return np.asarray(values)
 
 
 def test_the_page_renders_on_defaults(app):
@@ -339,3 +348,33 @@ def test_a_chart_serializes_its_figure_once_and_sends_the_same_json():
     assert once is figure and once.to_dict() is once.to_dict()  # computed once, kept
     assert sent(once) == sent(once) == expected
 
+
+
+def test_the_landscape_preset_draws_its_landscape_for_both_runs(app):
+    """Issue 16.7: the landscape preset's caption promises 'loss and gradient change less along the
+    gradient with BN'; the page draws the three measures over time, BN and no BN side by side."""
+    at = app(preset="landscape", compare="1", steps="200")
+    at.button(key="start").click().run()
+    trainers = session.pool().get(owner(at)).trainers
+    wait_for(lambda: all(t.snapshot().done for t in trainers), timeout=90)
+    at.run()
+    assert not at.exception
+    landscape = [chart for chart in charts(at) if any("smoothness" in a.get("text", "")
+                                                      for a in chart["layout"].get("annotations", []))]
+    assert len(landscape) == 1
+    titles = {a["text"] for a in landscape[0]["layout"]["annotations"]}
+    assert {"loss range (nats)", "gradient predictiveness", "effective β-smoothness"} <= titles
+    names = {trace["name"] for trace in landscape[0]["data"]}
+    assert names == {"no BN", "BatchNorm"}
+    assert all(len(points(trace["x"])) == 200 // 50 for trace in landscape[0]["data"])  # every 50 steps, as the preset probes
+    assert any("landscape probe" in caption.value for caption in at.caption)
+
+
+def test_a_run_without_the_probe_draws_no_landscape(app):
+    at = app(preset="ioffe-fig1", steps="60")
+    at.button(key="start").click().run()
+    trainer = session.pool().get(owner(at)).trainers[0]
+    wait_for(lambda: trainer.snapshot().done, timeout=60)
+    at.run()
+    assert not at.exception
+    assert not any("landscape probe" in caption.value for caption in at.caption)

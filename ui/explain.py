@@ -65,3 +65,7 @@ def published(preset: Preset, config: RunConfig, accuracies: dict[str, float]) -
         if preset.name in REPRODUCTIONS:
             st.caption("Turn on **Compare** and press Start for the reproduce view: the paired runs side by side, "
                        "and each published claim checked on their data when they finish.")
+LANDSCAPE = ("Santurkar et al.'s landscape probe (2018, §3.2, Figure 4): every few steps the network steps along "
+             "its gradient by a few step sizes. Loss range: how much the loss changes along that line. Gradient "
+             "predictiveness: how far the gradient there is from the gradient here. Effective β-smoothness: that "
+             "change per unit of distance moved. Lower is smoother: with BN all three should be smaller.")

@@ -17,7 +17,7 @@ import time
 import plotly.graph_objects as go
 import streamlit as st
 
-from bnviz import figures, runfile
+from bnviz import figures, figures_landscape, runfile
 from bnviz.reproduce import registry
 from bnviz.serve.settings import REFRESH_SECONDS
 from bnviz.snapshot import Snapshot
@@ -29,7 +29,7 @@ from ui.controls import Choice
 
 # Seconds between polls; idle and done: none. Training polls a little faster than twice a second
 # so that a slow refresh now and then still leaves two a second (benchmarks/bench_app.py).
-SLOW_FIGURES = ("saturation", "unit_percentiles", "grad_norms")
+SLOW_FIGURES = ("saturation", "unit_percentiles", "grad_norms", "landscape")  # landscape: only runs that probe it
 SLOW_SECONDS = 1.0  # while training these redraw at most once a second: Streamlit redraws a changed chart
 #                     from scratch, and the browser's drawing was the bottleneck (benchmarks/bench_app.py)
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -86,6 +86,9 @@ def _live(expected: str, choice: Choice) -> None:
             with place:
                 charts.chart(name.replace("_", "-"), drawn[name], config, live=training)
                 st.caption(caption)
+    if "landscape" in drawn:
+        charts.chart("landscape", drawn["landscape"], config, live=training)
+        st.caption(explain.LANDSCAPE)
     if current in ("paused", "done", "idle"):
         _downloads(snapshots, drawn)
 
@@ -153,7 +156,8 @@ def _scrubbed() -> None:
 
 
 def _figures(snapshots, upto, kind, choice: Choice, training: bool) -> dict[str, go.Figure]:
-    """The five figures, rebuilt only when what they show changed (the slow ones at most once a second)."""
+    """The five figures (six with a landscape probe), rebuilt only when what they show changed (the slow ones
+    at most once a second)."""
     state, now = st.session_state, time.monotonic()
     scene, versions = (state.get(keys.RUN_ID, 0), upto, kind), tuple(s.version for s in snapshots)
     cached = state.get(keys.DRAWN)  # (scene, versions, figures, when the slow ones were built)
@@ -167,12 +171,14 @@ def _figures(snapshots, upto, kind, choice: Choice, training: bool) -> dict[str,
         "loss_accuracy": figures.loss_accuracy(views, _published(snapshots, choice), uirevision=revision),
     }
     if training and cached is not None and cached[0] == scene and now - cached[3] < SLOW_SECONDS:
-        drawn.update({name: cached[2][name] for name in SLOW_FIGURES})  # same spec: no redraw, no bytes
+        drawn.update({name: cached[2][name] for name in SLOW_FIGURES if name in cached[2]})  # same spec: no redraw, no bytes
         built = cached[3]
     else:
         drawn.update(saturation=figures.saturation(views, uirevision=revision),
                      unit_percentiles=figures.unit_percentiles(views, uirevision=revision),
                      grad_norms=figures.grad_norms(views, uirevision=revision))
+        if figures_landscape.has_landscape(views):
+            drawn["landscape"] = figures_landscape.landscape(views, uirevision=revision)
         built = now
     state[keys.DRAWN] = (scene, versions, drawn, built)
     return drawn
