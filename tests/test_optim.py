@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from bnviz.config import RunConfig
 from bnviz.data import BatchStream, load_dataset
 from bnviz.model import build_model
-from bnviz.optim import (FASTAI_WEIGHT_DECAY, ONECYCLE_FINAL_DIV, build_optimizer, onecycle_factor, onecycle_momentum,
-                         set_momentum)
+from bnviz.optim import FASTAI_WEIGHT_DECAY, ONECYCLE_FINAL_DIV, build_optimizer, onecycle_factor, onecycle_momentum, set_momentum
 from bnviz.trainer import Trainer
 
 SMALL = RunConfig(dataset="synthetic", depth=2, width=16, batch_size=32, steps=40, eval_every=40, eval_size=200,

@@ -13,9 +13,9 @@ import torch
 
 from bnviz.model import ACTIVATION_MODULES
 from bnviz.percentiles import PERCENTILES, Ranks, order_statistics, sorted_percentiles
-from bnviz.saturation import NEAR_ZERO
-from bnviz.stats import (FINE_BINS, GROUP, LN19, SATURATION_THRESHOLD, Reducer, _post_map, _runs, post_edges, pre_edges,
-                         pre_range)
+from bnviz.post_map import post_map, runs
+from bnviz.saturation import LN19, NEAR_ZERO
+from bnviz.stats import FINE_BINS, GROUP, SATURATION_THRESHOLD, Reducer, post_edges, pre_edges, pre_range
 
 RING = 128  # the trainer's largest ring: row offsets up to 128 * 768
 EDGE_TOLERANCE = 2e-6  # the engine bins float32 values in float32: a value a few ulps from an edge may go either way
@@ -346,7 +346,7 @@ def test_post_map_runs_give_the_dense_product(activation):
     """The post histogram is read off cumulative counts (runs of fine bins); it equals the
     dense (fine bins x post bins) spreading matrix applied to the counts."""
     reducer = Reducer(activation, RING)
-    dense = _post_map(activation, reducer.fine_edges)
+    dense = post_map(activation, reducer.fine_edges, post_edges(activation))
     counts = np.random.default_rng(3).integers(0, 50, (RING, FINE_BINS))
     counts[:, [0, -1]] += 1000  # the edge bins also hold everything beyond the range
     below = np.zeros((RING, FINE_BINS + 1), dtype=np.int64)
@@ -355,9 +355,9 @@ def test_post_map_runs_give_the_dense_product(activation):
 
 
 def test_runs_are_the_true_stretches_of_a_mask():
-    assert _runs(np.array([True, True, False, False, True])) == [(0, 2), (4, 5)]
-    assert _runs(np.array([False, True, True, False])) == [(1, 3)]
-    assert _runs(np.zeros(4, dtype=bool)) == []
+    assert runs(np.array([True, True, False, False, True])) == [(0, 2), (4, 5)]
+    assert runs(np.array([False, True, True, False])) == [(1, 3)]
+    assert runs(np.zeros(4, dtype=bool)) == []
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky-relu", "gelu", "linear"])
