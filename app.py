@@ -4,12 +4,13 @@
 
 The page is a short function; each part lives in ``ui/``: the sidebar and URL
 (``controls``), the buttons (``actions``), the live charts (``live``), the words
-(``explain``) and the server's shared run pool (``session``). The engine is ``bnviz/``.
+(``explain``), the trainability maps (``map_view``) and the server's shared run pool
+(``session``). The engine is ``bnviz/``.
 """
 
 import streamlit as st
 
-from ui import actions, controls, explain, live, session
+from ui import actions, controls, explain, live, map_view, session
 from ui import state as keys
 
 
@@ -27,6 +28,7 @@ def main() -> None:
     explain.published(choice.preset, choice.config, accuracies)
     actions.toolbar(choice)
     live.show(choice)
+    map_view.show(choice)
     st.markdown(explain.WHY_BN)
     counts = session.pool().counts()
     st.sidebar.caption(f"This server: {counts['alive_trainers']} of {session.pool().max_running} trainer slots "

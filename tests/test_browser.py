@@ -32,10 +32,10 @@ PROGRESS_JS = """() => {
   return null;
 }"""
 
-# The first Plotly chart is the heatmap figure: [sum of every z cell, number of cells, traces].
-# z arrives base64-encoded; Plotly keeps the decoded typed array in z._inputArray.
+# The first live Plotly chart (the map view's are not) is the heatmap figure: [sum of every z cell,
+# number of cells, traces]. z arrives base64-encoded; Plotly keeps the decoded typed array in z._inputArray.
 HEATMAP_JS = """() => {
-  const chart = document.querySelectorAll('.js-plotly-plot')[0];
+  const chart = [...document.querySelectorAll('.js-plotly-plot')].find((el) => !el.closest('.st-key-map-view'));
   if (!chart || !chart.data) return null;
   let total = 0, cells = 0;
   const add = (a) => {

@@ -30,6 +30,10 @@ SCRUB_FOLLOW = "scrub_follow"  # the slider follows the newest step until the us
 DRAWN = "drawn"  # (scene, versions, figures, when the slow ones were built): figures reused across reruns
 RESTART = "restart"  # the "Restart with the new settings" button
 
+# The trainability map view (ui.map_view)
+MAP = "map-"  # + a map's name: its chart's selection (the clicked cell)
+MAP_VIEW = "map-view"  # the container of every map (tests tell its charts from the live ones by it)
+
 # The toolbar's buttons
 START, PAUSE, RESUME, STEP, RESET = "start", "pause", "resume", "step", "reset"
 

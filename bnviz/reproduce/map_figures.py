@@ -82,7 +82,8 @@ def map_figure(data: MapData, uirevision: str = "map") -> go.Figure:
         figure.add_trace(go.Scatter(  # the clickable layer: one transparent square per cell
             x=cc.ravel(), y=rr.ravel(), mode="markers", showlegend=False, name="cells",
             marker=dict(symbol="square", size=max(12, min(36, 320 // max(rows, cols))), color="rgba(0,0,0,0)"),
-            customdata=np.stack([np.full(rr.size, v), rr.ravel(), cc.ravel()], axis=1),
+            customdata=np.stack([np.full(rr.size, v), rr.ravel(), cc.ravel()], axis=1).tolist(),  # a list: a
+            #   typed array reaches the page's selection as {"0": v, "1": row, "2": column}
             hovertext=text.ravel(), hoverinfo="text"), row=1, col=col)
         for mask, mark, name in ((data.diverged[v] & ~data.error[v], DIVERGED_MARK, "diverged"),
                                  (data.error[v], ERROR_MARK, "failed")):
