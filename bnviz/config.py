@@ -31,7 +31,7 @@ LIMITS = {
     "width": (8, 1024),
     "batch_size": (1, 2048),  # the fastai chapter uses 512
     "steps": (1, 200_000),  # 4x the BN paper's 50,000
-    "lr": (1e-5, 10.0),
+    "lr": (1e-5, 100.0),  # the trainability map goes a decade past where a plain net diverges (the BN paper ran 30x rates)
     "init_sigma": (1e-4, 10.0),
     "seed": (0, 2**31 - 1),
     "record_every": (1, 10_000),

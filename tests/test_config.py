@@ -148,8 +148,8 @@ def test_each_bounded_field_out_of_range_names_its_limits(name):
 def test_limits_are_shown_exactly():
     with pytest.raises(ValueError, match=re.escape("seed must be between 0 and 2147483647 (got 2147483648)")):
         RunConfig(seed=2**31)
-    with pytest.raises(ValueError, match=re.escape("lr must be between 1e-05 and 10 (got 10.000001)")):
-        RunConfig(lr=10.000001)
+    with pytest.raises(ValueError, match=re.escape("lr must be between 1e-05 and 100 (got 100.000001)")):
+        RunConfig(lr=100.000001)
 
 
 @settings(max_examples=100, deadline=None, database=None)  # no .hypothesis folder in the tree

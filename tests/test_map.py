@@ -119,7 +119,7 @@ def test_grids_parse(text, name, values):
 
 @pytest.mark.parametrize("text, message", [
     ("lr", "a grid is KEY=LO:HI:N"), ("speed=1,2", "unknown setting 'speed'"), ("lr=0:1:3", "positive ends"),
-    ("lr=0.1:100:3", "lr must be between"), ("norm=a:b:3", "a range is LO:HI:N for a numeric"),
+    ("lr=0.1:1000:3", "lr must be between"), ("norm=a:b:3", "a range is LO:HI:N for a numeric"),
     ("lr=0.1,0.1", "must differ"), ("depth=1:2:x", "whole N"), ("lr=0.1:1:0", "between 1 and 1000"),
 ])
 def test_bad_grids_say_what_is_wrong(text, message):

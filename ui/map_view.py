@@ -61,7 +61,7 @@ def show(choice: Choice) -> None:
                    "a red cross: the run diverged.")
         for data in maps:
             spec = data.spec
-            st.markdown(f"**{spec.note}** · {spec.base.steps:,} steps a cell · a cell trains at "
+            st.markdown(f"**{spec.note or spec.name}** · {spec.base.steps:,} steps a cell · a cell trains at "
                         f"{spec.threshold:.0%} held-out accuracy or above")
             st.plotly_chart(_figure(spec.name), key=keys.MAP + spec.name, on_select=lambda name=spec.name: _open(name),
                             selection_mode="points", config=PLOTLY_CONFIG)

@@ -156,7 +156,7 @@ def cell_base(config: RunConfig, steps: int) -> RunConfig:
 
 
 def lr_grid(count: int = 9) -> Axis:
-    return parse_axis(f"lr=0.01:10:{count}")  # 1000x: from too slow to learn in 1,000 steps to RunConfig's limit
+    return parse_axis(f"lr=0.01:100:{count}")  # 10,000x: from too slow to learn in 1,000 steps to RunConfig's limit
 
 
 def sigma_grid(count: int = 9) -> Axis:

@@ -1,6 +1,6 @@
 """``python -m bnviz map``: a trainability map, end to end.
 
-    python -m bnviz map --preset ioffe-fig1 --grid lr=0.01:10:9 --grid init_sigma=0.01:10:9 \\
+    python -m bnviz map --preset ioffe-fig1 --grid lr=0.01:100:9 --grid init_sigma=0.01:10:9 \\
         --vary norm=none,batchnorm --steps 1000 --out maps/ioffe-fig1
     python -m bnviz map --map deep-relu --out maps/deep-relu        # a shipped map's grid
     python -m bnviz map --map ioffe-fig1 --backend dask --scheduler tcp://10.0.0.5:8786 --out maps/x
