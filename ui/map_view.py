@@ -16,8 +16,8 @@ import logging
 import streamlit as st
 
 from bnviz.presets import PRESETS
-from bnviz.reproduce.map_data import MapData, shipped_maps
 from bnviz.reproduce.map_claims import check_map
+from bnviz.reproduce.map_data import MapData, shipped_maps
 from bnviz.reproduce.map_figures import label, map_figure, ticks
 from ui import actions
 from ui import state as keys

@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from bnviz.config import RunConfig
+from bnviz.snapshot import final_accuracy
 
 BACKENDS = ("loky", "dask", "sequential")
 FORMAT = "bnviz-cell/1"
-CHANCE = 0.1  # a diverged cell's accuracy: its weights are not finite, so it guesses (as bnviz.claims counts it)
 MAX_CELL_BYTES = 1 << 20  # a cell file is a few KB; anything bigger in the cache is not ours
 
 OnCell = Callable[["Cell", bool], None]  # (cell, read from the cache)
@@ -81,10 +81,8 @@ class Cell:
 
     @property
     def final_accuracy(self) -> float:
-        """The last held-out accuracy; CHANCE if the run diverged, NaN if nothing was measured."""
-        if self.diverged:
-            return CHANCE
-        return self.accuracy[-1] if self.accuracy else math.nan
+        """The last held-out accuracy; chance if the run diverged (``bnviz.snapshot.final_accuracy``)."""
+        return final_accuracy(self.status, self.accuracy)
 
     def steps_to(self, threshold: float) -> int | None:
         """The first evaluation step at which held-out accuracy reached ``threshold``; None if never."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bnviz.config import RunConfig, field_names, field_kind
+from bnviz.config import RunConfig, field_kind, field_names
 from bnviz.presets import get_preset
 
 EVALUATIONS = 20  # held-out evaluations per cell: steps-to-threshold to 5% of the run, and evaluating

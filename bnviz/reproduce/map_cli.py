@@ -21,8 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_OK, EXIT_USAGE, EXIT_STOPPED = 0, 2, 130  # as bnviz.cli
-LINE_WIDTH = 100
+from bnviz.terminal import EXIT_OK, EXIT_STOPPED, EXIT_USAGE, LINE_WIDTH, parse_settings
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -82,12 +81,7 @@ def spec_from(args: argparse.Namespace):
         else:
             base = cell_base(get_preset(preset).config, args.steps)
             spec = MapSpec(preset, base, parse_axis(args.grid[0]), None, preset=preset)
-    changes = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE (got {item!r})")
-        changes[key.strip()] = value.strip()
+    changes = parse_settings(args.set)
     base = RunConfig.from_dict({**spec.base.to_dict(), **changes}) if changes else spec.base
     axes = [parse_axis(text) for text in args.grid] or [spec.x] + ([spec.y] if spec.y else [])
     return MapSpec(spec.name, base, axes[0], axes[1] if len(axes) > 1 else None, parse_axis(args.vary),

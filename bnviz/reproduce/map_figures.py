@@ -18,7 +18,7 @@ from plotly.subplots import make_subplots
 
 from bnviz.reproduce.map import Axis
 from bnviz.reproduce.map_data import MapData
-from bnviz.views import NORM_LABELS, RUN_COLORS  # the app's names and colours
+from bnviz.style import NORM_LABELS, RUN_COLORS
 
 COLORSCALE = "Viridis"  # perceptually even, readable in grey: 0 dark, 1 bright
 DIVERGED_MARK = dict(symbol="x-thin", size=11, color="#ff3030", line=dict(width=2.5, color="#ff3030"))
