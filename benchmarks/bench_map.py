@@ -6,9 +6,9 @@ per-cell overhead, and the default 2 x 81-cell map's wall time.
 1. Cells per second: the same cells (1,000-step cells of the ioffe-fig1 map that do not
    diverge, so each costs a full run) on one core (joblib's n_jobs=1: in this process, one
    after the other) and on two (joblib's loky, two worker processes), taken A B A B in one
-   run; the first two-core round includes starting the workers.
-2. Per-cell overhead: on warm workers (a second round reuses loky's processes), the worker
-   time not spent inside a cell's run, ``(workers x wall - sum of cell times) / cells``,
+   run, on workers already started (their start is timed apart, below).
+2. Per-cell overhead: on the started workers, the worker time not spent inside a cell's
+   run, ``(workers x wall - sum of cell times) / cells``,
    against a cell's own time (its ``Cell.seconds``: the Trainer from start to end). Starting
    the workers (import torch, load the data) is timed apart: a map pays it once.
 3. The default map (``named_map("ioffe-fig1")``: 9 x 9 x {no BN, BN}, 1,000 steps a cell) on
@@ -60,12 +60,10 @@ def bench_cells(count: int, rounds: int) -> None:
         print(f"round {r + 1}: one core {count / one[-1]:.3f} cells/s ({one[-1]:.1f} s), two cores "
               f"{count / two[-1]:.3f} cells/s ({two[-1]:.1f} s): {one[-1] / two[-1]:.2f}x; statuses {sorted(statuses)}; "
               f"two-core worker time outside a cell's run {overhead * 1000:.0f} ms a cell = "
-              f"{overhead / cell_time:.1%} of a cell ({cell_time:.2f} s median){' (includes starting the workers)' if r == 0 else ''}; "
+              f"{overhead / cell_time:.1%} of a cell ({cell_time:.2f} s median); "
               f"load average {os.getloadavg()[0]:.2f}")
-    if rounds > 1:
-        print(f"two cores vs one, rounds after the first (warm workers): "
-              f"{statistics.median(o / t for o, t in zip(one[1:], two[1:])):.2f}x; all rounds "
-              f"{sum(one) / sum(two):.2f}x")
+    print(f"two cores vs one, all rounds: {sum(one) / sum(two):.2f}x (median round "
+          f"{statistics.median(o / t for o, t in zip(one, two)):.2f}x)")
 
 
 def bench_start() -> None:
