@@ -25,6 +25,7 @@ from bnviz.serve.settings import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING
 from bnviz.trainer import Trainer
 from ui import controls, session
 from ui.charts import serialized_once
+from ui.state import MAP
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 LONG = "200000"  # steps: still training while the test looks
@@ -67,7 +68,8 @@ def texts(at: AppTest) -> list[str]:
 
 
 def charts(at: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    """The live view's charts (the trainability map's, under them, are tests/test_map_view.py's)."""
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart") if MAP not in chart.proto.id]
 
 
 def points(values) -> np.ndarray:

@@ -46,8 +46,8 @@ def map_charts(at: AppTest) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart") if keys.MAP in chart.proto.id]
 
 
-def test_every_preset_with_a_map_ships_one_and_the_files_are_small():
-    assert {"ioffe-fig1", "deep-sigmoid", "deep-relu"} <= set(SHIPPED)
+def test_the_maps_ship_and_are_small():
+    assert "ioffe-fig1" in SHIPPED
     assert not shipped_maps()[1]
     for path in (Path(APP).parent / "assets" / "maps").glob("*.json"):
         assert path.stat().st_size < 100_000, f"{path.name}: shipped maps are small per-cell summaries"

@@ -8,8 +8,9 @@ numbers and ends in a verdict:
 - "within noise": BN is ahead, but by less than that;
 - "not reproduced": no effect, the other way, or nothing to compare.
 Every cell is one seed's run, so a boundary between training and not training can move a
-grid step from one seed to another: a claim about where a boundary lies needs it to move
-by at least ``MIN_GRID_STEPS`` grid steps before it counts.
+grid step from one seed to another, and a cell near it can fall either way: a claim about
+a boundary counts the cells beyond it and needs enough of them (a one-sided sign test,
+p < 0.05) to say "reproduced"; the largest values are reported, not judged.
 
 The claims compare the varied values "batchnorm" and "none"; a map that lacks either has
 no claims (``claims_for`` returns none).
@@ -27,7 +28,6 @@ from bnviz.reproduce.map_data import MapData
 
 Verdict = str  # "reproduced", "within noise" or "not reproduced"
 REPRODUCED, WITHIN_NOISE, NOT_REPRODUCED = "reproduced", "within noise", "not reproduced"
-MIN_GRID_STEPS = 2  # a boundary must move this many grid steps: one step is within one seed's noise
 SIGN_TEST_LEVEL = 0.05  # one-sided exact sign test over the paired cells where exactly one of the pair trains
 GROWTH = 2.0  # BN's gradient at initialization "explodes with depth": its first/last-layer ratio at
 #               least doubles from the shallowest net to the deepest (Yang et al. 2019 predict geometric growth)
@@ -84,42 +84,45 @@ def _value(data: MapData, axis: str, index: int) -> str:
     return f"{values[index]:g}" if isinstance(values[index], float) else str(values[index])
 
 
-def _compare_boundary(data: MapData, axis: str, largest: bool, what: str) -> tuple[Verdict, str]:
-    """BN's furthest training value along ``axis`` vs no BN's, in grid steps."""
-    bn, plain = _pair(data)
-    reach_bn, reach_plain = _axis_reach(data, bn, axis), _axis_reach(data, plain, axis)
-    pick = max if largest else min
-    edge = len((data.spec.x if axis == "x" else data.spec.y).values) - 1 if largest else 0
-
-    def show(reach: list[int]) -> str:
-        if not reach:
-            return "none"
-        index = pick(reach)
-        return _value(data, axis, index) + (" (the grid's edge: at least)" if index == edge else "")
-
-    if not reach_bn:
-        return NOT_REPRODUCED, f"{what}: BN trains nowhere on the map: {NOT_REPRODUCED}"
-    if not reach_plain:
-        steps = math.inf
-    else:
-        steps = (pick(reach_bn) - pick(reach_plain)) * (1 if largest else -1)
-    verdict = REPRODUCED if steps >= MIN_GRID_STEPS else WITHIN_NOISE if steps > 0 else NOT_REPRODUCED
-    shown = "no BN trains nowhere" if steps == math.inf else f"{steps} grid steps"
-    return verdict, f"{what}: {show(reach_bn)} with BN vs {show(reach_plain)} without ({shown}): {verdict}"
+def _beyond_verdict(wins: int) -> tuple[Verdict, float]:
+    """Cells where only BN trains, beyond where the net without BN trains at all: each is a pair
+    that BN wins and none is lost, so p = 0.5 ** wins (one-sided sign test)."""
+    p = sign_test(wins, 0)
+    return (REPRODUCED if wins and p < SIGN_TEST_LEVEL else WITHIN_NOISE if wins else NOT_REPRODUCED), p
 
 
 def higher_learning_rate(data: MapData) -> tuple[Verdict, str]:
-    """BN trains at much higher learning rates: the largest learning rate at which any cell
-    trains is higher with BN by at least 2 steps of the grid (one step is within one seed's noise)."""
-    return _compare_boundary(data, "x", True, "largest learning rate that trains")
+    """BN trains at higher learning rates: above the largest learning rate at which the net
+    without BN trains anywhere on the map, BN trains in enough cells that a one-sided sign test
+    gives p < 0.05 (at least 5 cells). Counting cells, not just the largest rate, keeps one
+    borderline cell (a seed's luck) from deciding the verdict."""
+    bn, plain = _pair(data)
+    reach_bn, reach_plain = _axis_reach(data, bn, "x"), _axis_reach(data, plain, "x")
+    if not reach_bn:
+        return NOT_REPRODUCED, f"largest learning rate that trains: BN trains nowhere on the map: {NOT_REPRODUCED}"
+    top = max(reach_plain) if reach_plain else -1
+    wins = int(bn[:, top + 1:].sum())
+    verdict, p = _beyond_verdict(wins)
+    best = max(reach_bn)
+    edge = " (the grid's edge: at least)" if best == len(data.spec.x.values) - 1 else ""
+    counts = "; ".join(f"{_value(data, 'x', c)} in {int(bn[:, c].sum())} of {bn.shape[0]}"
+                       for c in range(best, max(top, best - 3), -1))  # up to 3 columns, none at no BN's best
+    plain_text = _value(data, "x", top) if reach_plain else "none"
+    beyond = f"above {_value(data, 'x', top)}" if reach_plain else "anywhere"
+    return verdict, (f"largest learning rate that trains: {_value(data, 'x', best)}{edge} with BN (cells that train at "
+                     f"{counts}) vs {plain_text} without; {beyond} BN trains in {wins} cells, no BN in none "
+                     f"(sign test p = {p:.2g}): {verdict}")
 
 
 def _range_claim(data: MapData, what: str) -> tuple[Verdict, str]:
-    """How many rows (values of the y setting) have at least one learning rate that trains."""
+    """Rows (values of the y setting) with at least one learning rate that trains, BN vs no BN;
+    the verdict counts BN's training cells in the rows where no BN trains at no rate."""
     bn, plain = _pair(data)
     reach_bn, reach_plain = _axis_reach(data, bn, "y"), _axis_reach(data, plain, "y")
-    extra = len(reach_bn) - len(reach_plain)
-    verdict = REPRODUCED if extra >= MIN_GRID_STEPS else WITHIN_NOISE if extra > 0 else NOT_REPRODUCED
+    outside = np.ones(bn.shape[0], dtype=bool)
+    outside[reach_plain] = False
+    wins = int(bn[outside].sum())
+    verdict, p = _beyond_verdict(wins)
 
     def span(reach: list[int]) -> str:
         if not reach:
@@ -127,18 +130,20 @@ def _range_claim(data: MapData, what: str) -> tuple[Verdict, str]:
         low, high = _value(data, "y", min(reach)), _value(data, "y", max(reach))
         return f"{len(reach)} of {len(data.spec.y.values)} ({low} to {high})"
 
-    return verdict, f"{what} at which some learning rate trains: {span(reach_bn)} with BN vs {span(reach_plain)} without: {verdict}"
+    return verdict, (f"{what} at which some learning rate trains: {span(reach_bn)} with BN vs {span(reach_plain)} "
+                     f"without; where the net without BN never trains, BN trains in {wins} cells (sign test p = {p:.2g}): {verdict}")
 
 
 def wider_init_range(data: MapData) -> tuple[Verdict, str]:
-    """BN is less sensitive to the initial weights' scale: of the init sigma values on the map,
-    BN trains (at some learning rate) at least 2 more than the net without BN does."""
+    """BN is less sensitive to the initial weights' scale: at the init sigma values where the net
+    without BN trains at no learning rate on the map, BN trains in enough cells that a one-sided
+    sign test gives p < 0.05 (at least 5)."""
     return _range_claim(data, "init sigma values")
 
 
 def deeper(data: MapData) -> tuple[Verdict, str]:
-    """BN trains deeper nets: of the depths on the map, BN trains (at some learning rate) at
-    least 2 more than the net without BN does."""
+    """BN trains deeper nets: at the depths where the net without BN trains at no learning rate
+    on the map, BN trains in enough cells that a one-sided sign test gives p < 0.05 (at least 5)."""
     return _range_claim(data, "depths")
 
 
