@@ -57,7 +57,9 @@ class History:
                 continue
             columns = min(self.capacity - self.size, len(rows["steps"]) // self.stride)
             used = columns * self.stride
-            complete = merge_runs({key: value[:used] for key, value in rows.items()}, np.arange(0, used, self.stride))
+            complete = {key: value[:used] for key, value in rows.items()}
+            if self.stride > 1:  # at stride 1 a step is a column as it is (a merge of one would round its std)
+                complete = merge_runs(complete, np.arange(0, used, self.stride))
             for key, value in complete.items():
                 self._arrays[key][self.size:self.size + columns] = value
             self.size += columns

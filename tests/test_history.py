@@ -230,3 +230,11 @@ def test_every_column_but_the_last_holds_stride_steps(total_steps):
     count = history.columns()["count"]
     assert (count[:-1] == history.stride).all() and 1 <= count[-1] <= history.stride
     assert count.sum() == total_steps and history.columns()["steps"][-1] == total_steps
+
+
+def test_at_stride_one_a_column_is_its_step_as_recorded():
+    stats = synthetic_stats(1, 30, np.random.default_rng(5))
+    history = History(capacity=64)
+    history.add(stats)
+    for key, value in vars(stats).items():
+        np.testing.assert_array_equal(history.columns()[key], value, err_msg=key)  # std too: no pooling round trip
