@@ -54,12 +54,12 @@ class RunConfig:
     activation: str = "sigmoid"  # the paper's choice, and the one that saturates visibly
     norm: str = "none"  # "batchnorm", "noisy-batchnorm" or "noise" alone (Santurkar et al. 2018)
     norm_position: str = "before"  # the paper normalizes x = Wu + b, then applies the nonlinearity
-    noise_mean: float = 0.5  # noisy BN: each step, each unit's noise mean is drawn from U(-noise_mean, noise_mean)
-    noise_std: float = 1.25  # noisy BN: each step, each unit's noise std is drawn from U(1, noise_std)
+    noise_mean: float = 0.5  # noisy BN: the per-step noise mean is drawn from U(-noise_mean, noise_mean)
+    noise_std: float = 1.25  # noisy BN: the per-step noise std is drawn from U(1, noise_std)
     init: str = "gaussian"  # the paper's "small random Gaussian"
     init_sigma: float = 0.1  # sigma of that Gaussian; the paper does not state it (our choice)
     optimizer: str = "sgd"  # the paper does not state it; plain SGD shows the effect most clearly
-    lr: float = 0.5  # a fixed rate that trains the BN net quickly and the plain net slowly
+    lr: float = 0.5  # a fixed rate at which both the BN and the plain net train (ioffe-fig1 chooses its own: README)
     schedule: str = "constant"  # "onecycle" follows fastai's fit_one_cycle
     batch_size: int = 60  # Figure 1 uses 60 examples per mini-batch
     steps: int = 5000  # a few minutes on a laptop; Figure 1 runs 50,000
