@@ -14,6 +14,8 @@ import time
 
 from playwright.sync_api import expect
 
+from bnviz.presets import PRESETS
+
 PAGE_LOAD_MS = 60_000  # the first page of a fresh server imports torch and loads MNIST: ~20 s on a busy 2-core box
 SETTLE_MS = 30_000  # a click's rerun, or a run reaching a given step (generous: CI machines are shared)
 POLL_MS = 200
@@ -221,7 +223,8 @@ def test_bad_url_warns_and_injects_nothing(streamlit_server, page, screenshot):
         expect(warnings.filter(has_text=f"URL parameter {parameter}")).to_have_count(1)
     # The bad values fell back to the preset's, and the URL no longer carries them.
     expect(radio(page, "norm", "no BN")).to_have_attribute("data-selected", "true")
-    expect(page.locator(".st-key-lr input[type=range]")).to_have_attribute("aria-valuetext", "0.5")
+    preset_lr = f"{PRESETS['ioffe-fig1'].config.lr:g}"  # the slider shows the preset's rate as "1", "0.5"
+    expect(page.locator(".st-key-lr input[type=range]")).to_have_attribute("aria-valuetext", preset_lr)
     expect(page.locator(".st-key-depth input[type=range]")).to_have_attribute("aria-valuetext", "3")
     expect(page).not_to_have_url(re.compile("abc|999|script", re.IGNORECASE))
     scripts = page.evaluate("() => [...document.querySelectorAll('script')].map(s => s.textContent)")
