@@ -1,0 +1,59 @@
+"""What a run in its own process really costs in memory: the growth of its fork server's and its
+own proportional set size (PSS), sampled while it trains.
+
+PSS splits each shared page among the processes that map it, so the sum over the fork server
+and its runs counts every page once; the growth of that sum when a run starts is the run's own
+memory (its private pages), which is what ``bnviz.budget.estimate`` estimates (``process_mb``).
+Linux only (``/proc/<pid>/smaps_rollup``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing.forkserver
+import time
+from pathlib import Path
+
+from bnviz.config import RunConfig
+from bnviz.serve import process
+
+SAMPLE_SECONDS = 0.02  # a step of the largest run allowed by the limits takes seconds: its peak is seen
+
+
+def pss_mb(pid: int) -> float:
+    """The process's PSS in MB; 0 once it has ended."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def fork_server_pid() -> int:
+    """The warm fork server's pid, started if it was not, and done importing: one tiny run has
+    come back from it (its PSS grows by hundreds of MB while it imports torch)."""
+    process.warm_up()
+    first = process.TrainerProcess(RunConfig(steps=1)).start()
+    first.join(120)
+    return multiprocessing.forkserver._forkserver._forkserver_pid  # the stdlib keeps it there, unexported
+
+
+def run_peak_mb(config: RunConfig, steps: int, timeout: float = 600.0) -> tuple[float, int]:
+    """(peak growth in MB of the fork server's and the run's PSS, steps trained) over the first
+    ``steps`` steps of ``config`` in a real run process (``TrainerProcess``)."""
+    server = fork_server_pid()
+    before = pss_mb(server)
+    trainer = process.TrainerProcess(config).start()
+    peak, deadline = 0.0, time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            peak = max(peak, pss_mb(server) + pss_mb(trainer.pid) - before)
+            snapshot = trainer.snapshot()
+            if snapshot.step >= steps or snapshot.done:
+                break
+            time.sleep(SAMPLE_SECONDS)
+    finally:
+        trainer.stop()
+        trainer.join(60)
+    return peak, trainer.snapshot().step
