@@ -14,7 +14,7 @@ import streamlit as st
 
 from bnviz.config import field_names
 from bnviz.serve.pool import Entry
-from ui import session
+from ui import cost, session
 from ui import state as keys
 from ui.controls import Choice
 
@@ -53,6 +53,8 @@ def toolbar(choice: Choice) -> None:
                for column, (key, label, kind, off) in zip(buttons, labels)}
     for notice in state.pop(keys.NOTICES, ()):
         st.info(notice)
+    for refusal in state.pop(keys.REFUSED, ()):
+        st.error(refusal)
     if clicked["start"] or (clicked["step"] and current == "idle"):
         start(choice, paused=clicked["step"])
     elif entry is not None and entry.running:
@@ -79,10 +81,16 @@ def toolbar(choice: Choice) -> None:
         _live_changes(choice, entry)
 
 
-def start(choice: Choice, paused: bool = False) -> Entry:
-    """Submit this session's run(s); replaces any it had. Same seed for every run of a comparison."""
+def start(choice: Choice, paused: bool = False) -> Entry | None:
+    """Submit this session's run(s); replaces any it had. Same seed for every run of a comparison.
+    Runs beyond the deployment's budget are refused (None), the reasons kept for the next rerun
+    and the runs this tab had left as they were."""
     pool, state = session.pool(), st.session_state
     configs = choice.configs(pool.max_running)
+    refused = cost.refusals(choice, pool.max_running)
+    if refused:
+        state[keys.REFUSED] = ["Not started. " + refused[0], *refused[1:]]
+        return None
     entry = pool.submit(session.owner(), configs, paused=paused)
     state[keys.SUBMITTED] = (tuple(configs), choice.compare)
     state[keys.LIVE_LR] = choice.config.lr

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from bnviz.config import (ACTIVATIONS, DATASETS, INITS, LIMITS, NORM_POSITIONS, NORMS, OPTIMIZERS, SCHEDULES, RunConfig,
-                          field_names)
+from bnviz.config import (ACTIVATIONS, ARCHS, DATASETS, INITS, LIMITS, NORM_POSITIONS, NORMS, OPTIMIZERS, SCHEDULES,
+                          RunConfig, field_names)
 from bnviz.presets import DEFAULT_PRESET, PRESETS, Preset
 from bnviz.serve.settings import SERVER_PARAM
 from bnviz.style import NORM_LABELS
@@ -25,10 +25,16 @@ LOG_GRID = tuple(float(f"{m}e{e}") for e in range(-4, 1) for m in range(1, 10)) 
 WIDTHS = (8, 16, 32, 50, 64, 100, 128, 200, 256, 512, 1024)
 BATCH_SIZES = (1, 8, 16, 32, 60, 64, 128, 256, 512, 1024, 2048)
 STEPS = (100, 200, 500, 1000, 2000, 3000, 5000, 10_000, 20_000, 50_000, 100_000, 200_000)
-SETTINGS = ("norm", "norm_position", "activation", "init", "init_sigma", "lr", "depth", "width", "optimizer",
-            "schedule", "batch_size", "dataset", "seed", "steps")  # RunConfig fields with a widget
+BASIC = ("norm", "norm_position", "activation", "init", "init_sigma", "lr", "depth", "width", "optimizer",
+         "schedule", "batch_size", "dataset", "seed", "steps")
+# Every other field a URL can set has a widget too, in the sidebar's "Advanced" section (open when
+# one of them differs from the preset): a link cannot set what the page does not show.
+ADVANCED = ("arch", "noise_mean", "noise_std", "record_every", "eval_every", "eval_size", "landscape_every")
+SETTINGS = BASIC + ADVANCED  # RunConfig fields with a widget: all of them
 HIDEABLE = ("preset", *SETTINGS, "compare")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+MAX_URL_FIELDS = 1000  # Streamlit drops a query string of more parameters than this (CLIENT_STATE_QUERY_STRING_MAX_FIELDS)
+MAX_URL_LENGTH = 512 * 1024  # or of more characters (CLIENT_STATE_QUERY_STRING_MAX_LENGTH)
 
 
 @dataclass(frozen=True)
@@ -57,9 +63,11 @@ def compared_norms(preset: Preset, norm: str) -> tuple[str, ...]:
     return preset.compare + (() if norm in preset.compare else (norm,))
 
 
-def read_query(params: dict[str, str]) -> Choice:
-    """A Choice from URL parameters; every parameter that cannot be used becomes a warning."""
-    warnings = []
+def read_query(params: dict[str, str], repeated: dict[str, list[str]] | None = None) -> Choice:
+    """A Choice from URL parameters (the last of each key, as Streamlit reads them); every parameter
+    that cannot be used becomes a warning, and so does each key the URL repeats (``repeated``: its values)."""
+    warnings = [f"URL parameter {plain(key)} appears {len(values)} times ({plain(', '.join(values))}); "
+                f"using the last, {plain(values[-1])}" for key, values in (repeated or {}).items()]
     name = params.get("preset", DEFAULT_PRESET)
     if name not in PRESETS:
         warnings.append(f"preset {plain(name)} is unknown; using {DEFAULT_PRESET} (presets: {', '.join(PRESETS)})")
@@ -115,7 +123,8 @@ def sidebar(marker: dict[str, str] | None = None) -> Choice:
     (plus ``marker``, parameters that are not settings)."""
     state = st.session_state
     if keys.CHOICE not in state:
-        state[keys.CHOICE] = read_query(st.query_params.to_dict())
+        repeated = {key: st.query_params.get_all(key) for key in st.query_params}
+        state[keys.CHOICE] = read_query(st.query_params.to_dict(), {k: v for k, v in repeated.items() if len(v) > 1})
     choice: Choice = state[keys.CHOICE]
     with st.sidebar:
         st.header("Settings")
@@ -135,6 +144,26 @@ def sidebar(marker: dict[str, str] | None = None) -> Choice:
     return new
 
 
+def dropped_link_warning() -> None:
+    """A warning, drawn by the browser, when the link had more parameters (or characters) than
+    Streamlit reads: it then drops all of them, says so only in its log, and the page would
+    silently show the default preset. The browser still knows the URL it opened."""
+    st.html(f"""<div id="bnviz-dropped" role="alert" style="display:none; padding:0.75rem 1rem;
+        border-radius:0.5rem; background:rgba(255,189,69,0.2); color:rgb(146,108,5)"></div>
+        <script>(() => {{
+          const entry = performance.getEntriesByType("navigation")[0];
+          const query = new URL(entry ? entry.name : window.location.href).search.slice(1);
+          const fields = query ? query.split("&").length : 0;
+          if (fields <= {MAX_URL_FIELDS} && query.length <= {MAX_URL_LENGTH}) return;
+          const box = document.getElementById("bnviz-dropped");
+          box.textContent = "This link has " + fields.toLocaleString("en") + " parameters (" +
+            query.length.toLocaleString("en") + " characters); the server reads at most " +
+            "{MAX_URL_FIELDS:,} parameters and {MAX_URL_LENGTH:,} characters, so it ignored all of them: " +
+            "the page shows the default settings. Shorten the link.";
+          box.style.display = "block";
+        }})();</script>""", unsafe_allow_javascript=True)
+
+
 def _apply_preset() -> None:
     """on_change of the preset box: its settings replace the widgets' (which re-seed from it)."""
     state = st.session_state
@@ -152,7 +181,7 @@ def _widgets(choice: Choice) -> dict:
         if key not in state:
             state[key] = value
     show = {key: key not in hidden for key in HIDEABLE}
-    cnn = config.arch == "cnn"
+    cnn = state.arch == "cnn"
     if show["preset"]:
         st.selectbox("Preset", tuple(PRESETS), key=keys.PRESET, on_change=_apply_preset,
                      help="\n".join(f"- **{p.name}**: {p.summary}" for p in PRESETS.values()))
@@ -190,7 +219,36 @@ def _widgets(choice: Choice) -> dict:
     if show["compare"]:
         labels = " vs ".join(NORM_LABELS[n] for n in compared_norms(PRESETS[state[keys.PRESET]], state.norm))
         st.toggle("Compare side by side", key=keys.COMPARE, help=f"Runs {labels} with the same seed.")
+    preset = PRESETS[state[keys.PRESET]].config
+    changed = any(show[key] and state[key] != getattr(preset, key) for key in ADVANCED)
+    with st.expander("Advanced", expanded=changed):
+        _advanced(show, state)
     return {key: state[key] for key in SETTINGS if show[key]}
+
+
+def _advanced(show: dict, state) -> None:
+    """The settings a preset or a link sets and most lessons leave alone; each costs time or memory
+    (the budget counts them)."""
+    noisy = state.norm in ("noisy-batchnorm", "noise") or state[keys.COMPARE]
+    if show["arch"]:
+        st.selectbox("Network", ARCHS, key="arch", format_func={"mlp": "MLP", "cnn": "fastai's CNN"}.get,
+                     help="The CNN is the fastai chapter's 4 stride-2 convolutions; depth and width do not apply.")
+    if show["noise_mean"]:
+        st.number_input("Noise mean range", *LIMITS["noise_mean"], key="noise_mean", step=0.05, disabled=not noisy,
+                        help="Noisy BN: each step's noise mean is drawn from U(-this, this).")
+    if show["noise_std"]:
+        st.number_input("Noise std range", *LIMITS["noise_std"], key="noise_std", step=0.05, disabled=not noisy,
+                        help="Noisy BN: each step's noise std is drawn from U(1, this).")
+    if show["record_every"]:
+        st.number_input("Record every (steps)", *LIMITS["record_every"], key="record_every", step=1)
+    if show["eval_every"]:
+        st.number_input("Evaluate every (steps)", *LIMITS["eval_every"], key="eval_every", step=50,
+                        help="Held-out accuracy; each evaluation costs about a third of a step per 1,000 examples.")
+    if show["eval_size"]:
+        st.number_input("Held-out examples", *LIMITS["eval_size"], key="eval_size", step=100)
+    if show["landscape_every"]:
+        st.number_input("Landscape probe every (steps, 0 = off)", *LIMITS["landscape_every"], key="landscape_every",
+                        step=10, help="Santurkar et al.'s smoothness probe: five extra forward and backward passes.")
 
 
 def _log_slider(label: str, key: str, grid: tuple, **options) -> None:

@@ -36,28 +36,49 @@ PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png",
 TRAINING_CONFIG = {"staticPlot": True}  # a chart redrawn 2.5 times a second cannot be zoomed or hovered anyway;
 #                                         static ones draw ~30% faster. Paused or finished: interactive again.
 KINDS = {"pre": "input to the activation", "post": "output of the activation"}
+SERVER_LINE_SECONDS = 5.0  # the sidebar's server line while the live view does not poll: cheap, and current enough
 
 
-def show(choice: Choice) -> None:
-    """Draw the live view, polling at the rate the runs' state calls for."""
+def show(choice: Choice, box, line) -> None:
+    """Draw the live view, polling at the rate the runs' state calls for. ``box`` (above the buttons)
+    gets the published result and ``line`` (in the sidebar) the server's slots, both redrawn at every
+    poll from what the poll read, so they never show older numbers than the charts."""
     current = actions.mode(session.pool().get(session.owner()))
-    st.fragment(_live, run_every=REFRESH_SECONDS.get(current))(current, choice)
+    rate = REFRESH_SECONDS.get(current)
+    st.fragment(_live, run_every=rate)(current, choice, box, line)
+    if rate is None:  # the live view does not poll (idle, done): the server's line still must
+        st.fragment(_server_line, run_every=SERVER_LINE_SECONDS)(line)
 
 
-def _live(expected: str, choice: Choice) -> None:
+def ready(snapshot: Snapshot) -> bool:
+    """A run can be drawn once it has recorded a step (and so has its bin edges); before that it is starting."""
+    return len(snapshot.column("steps")) > 0 and len(snapshot.pre_edges) > 0
+
+
+def _server_line(line) -> None:
+    counts, pool = session.pool().counts(), session.pool()
+    line.caption(f"This server: {counts['alive_trainers']} of {pool.max_running} trainer slots busy, "
+                 f"{counts['queued_owners']} waiting.")
+
+
+def _live(expected: str, choice: Choice, box, line) -> None:
     pool, owner, state = session.pool(), session.owner(), st.session_state
     entry = pool.get(owner)  # the heartbeat
     current = actions.mode(entry)
     if current != expected:
         st.rerun()  # a full rerun picks the new polling rate and button states
+    if entry is not None and entry.running:
+        state[keys.LAST] = tuple(trainer.snapshot() for trainer in entry.trainers)
+    snapshots: tuple[Snapshot, ...] = state.get(keys.LAST, ())
+    _server_line(line)
+    with box:
+        explain.published(choice.preset, choice.config,
+                          {s.config.norm: float(s.accuracy[-1]) for s in snapshots if len(s.accuracy)})
     if current == "queued":
         ahead = pool.position(owner)
         st.info(f"{ahead} ahead of you — starts automatically when a slot frees." if ahead else
                 "All trainer slots are busy; you are next — starts automatically when a slot frees.")
         return
-    if entry is not None:
-        state[keys.LAST] = tuple(trainer.snapshot() for trainer in entry.trainers)
-    snapshots: tuple[Snapshot, ...] = state.get(keys.LAST, ())
     if not snapshots:
         st.info("Press **Start** to train. " + explain.INTRO)
         return
@@ -66,7 +87,11 @@ def _live(expected: str, choice: Choice) -> None:
     if entry is None and not all(s.done for s in snapshots):
         st.warning("This run was stopped because the page stopped checking on it for a while (a tab in the "
                    "background?). Its pictures are kept; press Start to train again.")
-    if not any(len(s.column("steps")) for s in snapshots):
+    starting = [s for s in snapshots if not ready(s) and not s.done]
+    for snapshot in starting if len(snapshots) > 1 else ():
+        st.info(f"{NORM_LABELS[snapshot.config.norm]}: starting (loading the data and building the network)…")
+    snapshots = tuple(s for s in snapshots if ready(s))  # a comparison draws the runs that are ready
+    if not snapshots:
         st.info("Loading the data and building the network…")
         return
     upto = _scrub(snapshots) if current in ("paused", "done", "idle") else None

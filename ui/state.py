@@ -14,6 +14,7 @@ LIVE_LR = "live_lr"  # the learning rate the running run trains at (changed live
 RUN_ID = "run_id"  # counts Starts and Resets: caches below are only valid within one run
 LOST_RUN = "lost_run"  # this tab's link names a server that has restarted since
 NOTICES = "notices"  # messages to show once, on the next rerun
+REFUSED = "refused"  # why the last Start was refused (beyond the budget), shown once, as errors
 
 # The sidebar
 CHOICE = "choice"  # ui.controls.Choice: preset, config, compare, hidden controls
