@@ -50,6 +50,7 @@ CNN_CHANNELS = (8, 16, 32, 64)
 CNN_KERNELS = (5, 3, 3, 3)
 CNN_STRIDE = 2
 DATASET_IMAGES = {"mnist": 0, "fashion-mnist": 12_000, "synthetic": 7_000}  # mnist is the fork server's, shared
+DATASET_LOAD = 1.5  # standardizing the images makes a float copy beside the one kept, while it loads
 RING_ELEMENTS = 2_000_000
 MAX_RING_STEPS = 128
 HISTORY_COLUMNS = 1024
@@ -59,7 +60,8 @@ STEP_SCALES = 5  # the landscape probe's forward and backward passes
 
 # Fitted to measured runs (README): what each part costs beyond its raw floats.
 FLOAT = 4  # bytes
-LAYER_TENSORS = {"none": 2, "batchnorm": 3, "noisy-batchnorm": 5, "noise": 4}  # kept per layer for backward
+LAYER_TENSORS = {"none": 2, "batchnorm": 3, "noisy-batchnorm": 5, "noise": 4}  # kept per layer for backward;
+#                  any other normalization counts as batchnorm (one more tensor than none)
 OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "adam": 2}  # tensors the size of the weights
 RING_BYTES = 16  # per ring value: the ring, the tensors caught for it, the reducer's index and work buffers
 BASE_MB = 35.0  # a run process doing nothing: the interpreter and torch's pages it dirties after the fork
@@ -135,7 +137,7 @@ def estimate(config: RunConfig) -> Cost:
     params = net.params
     mb = 1e-6
     weights = params * FLOAT * (2 + OPTIMIZER_STATE[config.optimizer] + (2 if config.landscape_every else 0))
-    kept = LAYER_TENSORS[config.norm] * features + net.unfolded + math.prod(INPUT_SHAPE)
+    kept = _tensors(config) * features + net.unfolded + math.prod(INPUT_SHAPE)
     training = config.batch_size * kept * FLOAT
     evaluating = min(EVAL_CHUNK, config.eval_size) * (3 * max(net.features) + math.prod(INPUT_SHAPE)) * FLOAT
     rows = max(1, min(config.batch_size, RING_ELEMENTS // features))
@@ -148,7 +150,7 @@ def estimate(config: RunConfig) -> Cost:
         "activations": max(training, evaluating) * mb,
         "recorded activations": ring_values * RING_BYTES * mb,
         "history": 2 * history * mb,  # as kept, and pickled on its way to the server
-        "dataset": DATASET_IMAGES[config.dataset] * math.prod(INPUT_SHAPE) * FLOAT * mb,
+        "dataset": DATASET_LOAD * DATASET_IMAGES.get(config.dataset, 0) * math.prod(INPUT_SHAPE) * FLOAT * mb,
         "history in the server": history * mb,
     }
     memory = ALLOCATOR * sum(parts.values())
@@ -227,7 +229,7 @@ def _step_seconds(config: RunConfig, net: _Net, ring_values_per_step: float) -> 
     landscape probe spread over the steps between them."""
     rate = CONV_FLOPS if net.conv else GEMM_FLOPS
     layers = len(net.features)
-    values = config.batch_size * sum(net.features) * LAYER_TENSORS[config.norm]
+    values = config.batch_size * sum(net.features) * _tensors(config)
     train = (3 * net.flops * config.batch_size / rate + values * VALUE_SECONDS
              + net.params * PARAM_SECONDS * (3 + 2 * OPTIMIZER_STATE[config.optimizer])
              + STEP_SECONDS + LAYER_SECONDS * layers)
@@ -235,6 +237,10 @@ def _step_seconds(config: RunConfig, net: _Net, ring_values_per_step: float) -> 
     evaluate = (config.eval_size * net.flops / rate + config.eval_size * sum(net.features) * VALUE_SECONDS) / config.eval_every
     landscape = STEP_SCALES * (train + 4 * net.params * PARAM_SECONDS) / config.landscape_every if config.landscape_every else 0.0
     return train + recorded + evaluate + landscape
+
+
+def _tensors(config: RunConfig) -> int:
+    return LAYER_TENSORS.get(config.norm, LAYER_TENSORS["batchnorm"])
 
 
 def _memory_advice(cost: Cost) -> str:

@@ -84,22 +84,31 @@ def test_the_budget_reads_the_environment_and_names_what_it_ignored():
     assert budget.Budget.from_env({}) == (budget.Budget(), ())
 
 
-# Presets as the app starts them, and the corners of the limits; steps enough to see each one's peak
-# (the extremes' first steps take seconds each).
-MEASURED = [(preset.config.replace(steps=200_000), 400) for preset in PRESETS.values()] + [
+# Presets as the app starts them, the corners of the limits and the two runs the default budget admits
+# that need the most memory and the most time; steps enough to see each one's peak: past the history's
+# 1,024 columns where that is quick, the first steps of the big ones (seconds each).
+MEASURED = [(preset.config.replace(steps=200_000), 120 if preset.config.arch == "cnn" else 1100)
+            for preset in PRESETS.values()] + [
     (AT_THE_LIMITS, 2),
     (AT_THE_LIMITS.replace(norm="noisy-batchnorm", optimizer="adam"), 2),  # the most memory the limits admit
     (RunConfig(arch="cnn", activation="relu", norm="noisy-batchnorm", batch_size=2048, landscape_every=1, steps=1000), 2),
     (RunConfig(depth=20, width=1024, batch_size=1, eval_every=1, eval_size=10_000, steps=1000), 3),
     (RunConfig(depth=1, width=8, batch_size=1, dataset="fashion-mnist", steps=200_000), 1500),
+    (RunConfig(depth=14, width=1024, activation="relu", norm="noisy-batchnorm", landscape_every=50, steps=1000), 120),
+    (RunConfig(depth=8, width=1024, activation="relu", norm="batchnorm", optimizer="adam", batch_size=256,
+               landscape_every=50, steps=1000), 60),
 ]
-LOW, HIGH = 0.6, 1.1  # a budget must not be exceeded, nor be much more than what runs take
+# The budget must hold (measured at most 10% above the estimate); and the estimate must not be far
+# above: it counts a full ring and a full history, which a run slowed by a loaded machine fills later.
+LOW, HIGH = 0.3, 1.1
 
 
-@pytest.mark.parametrize("config, steps", MEASURED, ids=lambda v: v.to_query().get("depth", "") if isinstance(v, RunConfig) else "")
+@pytest.mark.parametrize("config, steps", MEASURED, ids=[str(i) for i in range(len(MEASURED))])
 def test_the_estimate_holds_against_the_memory_a_run_process_takes(config, steps):
     """Memory is not timing: the peak PSS of a run does not depend on the machine's load (much)."""
     measured, trained = run_peak_mb(config, steps)
     estimated = budget.estimate(config).process_mb
-    assert trained >= min(steps, 1), "the run did not train"
+    print(f"measured {measured:.1f} MB, estimated {estimated:.1f} MB ({measured / estimated:.2f}), {trained} steps: "
+          f"{config.to_query()}")
+    assert trained >= 1, "the run did not train"
     assert LOW * estimated <= measured <= HIGH * estimated, f"measured {measured:.0f} MB, estimated {estimated:.0f} MB"
