@@ -33,6 +33,7 @@ almost nothing, so the figures are the server's.
     python -m benchmarks.classroom --clients stream --sessions 30 --duration 150
     python -m benchmarks.classroom --sessions 30 --duration 150    # real Chromium pages
     python -m benchmarks.classroom --soak-steps 200000
+    python -m benchmarks.classroom --attacks --sessions 10 --duration 60   # issue 17's attacks
 """
 
 from __future__ import annotations
@@ -327,7 +328,15 @@ def main() -> None:
                         help="let every page draw its charts (default: serverctl.skip_drawing, as on students' "
                              "laptops the drawing is not the server's)")
     parser.add_argument("--no-timers", action="store_true", help="skip the websocket (CDP) refresh timing")
+    parser.add_argument("--attacks", action="store_true",
+                        help="issue 17's attacks under load (benchmarks/classroom_attacks.py): --sessions pages, "
+                             "--duration s of the heaviest runs the budget admits, --rounds compare Starts")
+    parser.add_argument("--rounds", type=int, default=6, help="attacks mode: Starts pressed by each compare tab")
     args = parser.parse_args()
+    if args.attacks:
+        from benchmarks.classroom_attacks import attacks
+
+        sys.exit(1 if attacks(args) else 0)
     errors = soak(args) if args.soak_steps else load_stream(args) if args.clients == "stream" else load(args)
     sys.exit(1 if errors else 0)
 
