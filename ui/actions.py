@@ -89,7 +89,7 @@ def start(choice: Choice, paused: bool = False) -> Entry | None:
     configs = choice.configs(pool.max_running)
     refused = cost.refusals(choice, pool.max_running)
     if refused:
-        state[keys.REFUSED] = ["Not started. " + refused[0], *refused[1:]]
+        state[keys.REFUSED] = ["Not started\\. " + refused[0], *refused[1:]]
         return None
     entry = pool.submit(session.owner(), configs, paused=paused)
     state[keys.SUBMITTED] = (tuple(configs), choice.compare)

@@ -147,21 +147,25 @@ def sidebar(marker: dict[str, str] | None = None) -> Choice:
 def dropped_link_warning() -> None:
     """A warning, drawn by the browser, when the link had more parameters (or characters) than
     Streamlit reads: it then drops all of them, says so only in its log, and the page would
-    silently show the default preset. The browser still knows the URL it opened."""
-    st.html(f"""<div id="bnviz-dropped" role="alert" style="display:none; padding:0.75rem 1rem;
-        border-radius:0.5rem; background:rgba(255,189,69,0.2); color:rgb(146,108,5)"></div>
-        <script>(() => {{
-          const entry = performance.getEntriesByType("navigation")[0];
-          const query = new URL(entry ? entry.name : window.location.href).search.slice(1);
-          const fields = query ? query.split("&").length : 0;
-          if (fields <= {MAX_URL_FIELDS} && query.length <= {MAX_URL_LENGTH}) return;
-          const box = document.getElementById("bnviz-dropped");
-          box.textContent = "This link has " + fields.toLocaleString("en") + " parameters (" +
-            query.length.toLocaleString("en") + " characters); the server reads at most " +
-            "{MAX_URL_FIELDS:,} parameters and {MAX_URL_LENGTH:,} characters, so it ignored all of them: " +
-            "the page shows the default settings. Shorten the link.";
-          box.style.display = "block";
-        }})();</script>""", unsafe_allow_javascript=True)
+    silently show the default preset. The browser still knows the URL it opened. The HTML is a
+    constant: nothing from the URL goes into it (the script writes its numbers as text)."""
+    st.html(DROPPED_LINK_HTML, unsafe_allow_javascript=True)
+
+
+DROPPED_LINK_HTML = f"""<div id="bnviz-dropped" role="alert" style="display:none; padding:0.75rem 1rem;
+    border-radius:0.5rem; background:rgba(255,189,69,0.2); color:rgb(146,108,5)"></div>
+    <script>(() => {{
+      const entry = performance.getEntriesByType("navigation")[0];
+      const query = new URL(entry ? entry.name : window.location.href).search.slice(1);
+      const fields = query ? query.split("&").length : 0;
+      if (fields <= {MAX_URL_FIELDS} && query.length <= {MAX_URL_LENGTH}) return;
+      const box = document.getElementById("bnviz-dropped");
+      box.textContent = "This link has " + fields.toLocaleString("en") + " parameters (" +
+        query.length.toLocaleString("en") + " characters); the server reads at most " +
+        "{MAX_URL_FIELDS:,} parameters and {MAX_URL_LENGTH:,} characters, so it ignored all of them: " +
+        "the page shows the default settings. Shorten the link.";
+      box.style.display = "block";
+    }})();</script>"""
 
 
 def _apply_preset() -> None:

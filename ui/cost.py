@@ -14,7 +14,9 @@ import logging
 import streamlit as st
 
 from bnviz import budget
-from ui.controls import Choice
+from ui.controls import Choice, plain
+
+TEXT_LIMIT = 2000  # characters of a message shown; every one of ours is far shorter
 
 
 @st.cache_resource(show_spinner=False)
@@ -26,8 +28,9 @@ def deployment_budget() -> budget.Budget:
 
 
 def refusals(choice: Choice, max_running: int) -> list[str]:
-    """Why the runs this choice starts do not fit the budget (empty: they fit)."""
-    return budget.refusals(choice.configs(max_running), deployment_budget())
+    """Why the runs this choice starts do not fit the budget (empty: they fit), as literal markdown
+    (the messages hold "~" and "landscape_every", which markdown would strike through or emphasize)."""
+    return [plain(text, TEXT_LIMIT) for text in budget.refusals(choice.configs(max_running), deployment_budget())]
 
 
 def note(choice: Choice, max_running: int) -> None:
@@ -36,4 +39,4 @@ def note(choice: Choice, max_running: int) -> None:
     with st.sidebar:
         for problem in refusals(choice, max_running):
             st.warning(problem)
-        st.caption(f"{budget.summary(configs)} This server allows {deployment_budget().describe()}.")
+        st.caption(plain(f"{budget.summary(configs)} This server allows {deployment_budget().describe()}.", TEXT_LIMIT))
