@@ -62,7 +62,7 @@ STEP_SCALES = 5  # the landscape probe's forward and backward passes
 FLOAT = 4  # bytes
 LAYER_TENSORS = {"none": 2, "batchnorm": 3, "noisy-batchnorm": 5, "noise": 4}  # kept per layer for backward;
 #                  any other normalization counts as batchnorm (one more tensor than none)
-OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "adam": 2}  # tensors the size of the weights
+OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "adam": 2, "fastai-adam": 2}  # tensors the size of the weights (AdamW: 2)
 RING_BYTES = 16  # per ring value: the ring, the tensors caught for it, the reducer's index and work buffers
 BASE_MB = 35.0  # a run process doing nothing: the interpreter and torch's pages it dirties after the fork
 ALLOCATOR = 1.15  # freed blocks the allocator keeps, measured over runs at every size
@@ -136,7 +136,7 @@ def estimate(config: RunConfig) -> Cost:
     features = sum(net.features)
     params = net.params
     mb = 1e-6
-    weights = params * FLOAT * (2 + OPTIMIZER_STATE[config.optimizer] + (2 if config.landscape_every else 0))
+    weights = params * FLOAT * (2 + _optimizer_state(config) + (2 if config.landscape_every else 0))
     kept = _tensors(config) * features + net.unfolded + math.prod(INPUT_SHAPE)
     training = config.batch_size * kept * FLOAT
     evaluating = min(EVAL_CHUNK, config.eval_size) * (3 * max(net.features) + math.prod(INPUT_SHAPE)) * FLOAT
@@ -231,12 +231,16 @@ def _step_seconds(config: RunConfig, net: _Net, ring_values_per_step: float) -> 
     layers = len(net.features)
     values = config.batch_size * sum(net.features) * _tensors(config)
     train = (3 * net.flops * config.batch_size / rate + values * VALUE_SECONDS
-             + net.params * PARAM_SECONDS * (3 + 2 * OPTIMIZER_STATE[config.optimizer])
+             + net.params * PARAM_SECONDS * (3 + 2 * _optimizer_state(config))
              + STEP_SECONDS + LAYER_SECONDS * layers)
     recorded = ring_values_per_step * RING_VALUE_SECONDS / config.record_every
     evaluate = (config.eval_size * net.flops / rate + config.eval_size * sum(net.features) * VALUE_SECONDS) / config.eval_every
     landscape = STEP_SCALES * (train + 4 * net.params * PARAM_SECONDS) / config.landscape_every if config.landscape_every else 0.0
     return train + recorded + evaluate + landscape
+
+
+def _optimizer_state(config: RunConfig) -> int:
+    return OPTIMIZER_STATE.get(config.optimizer, max(OPTIMIZER_STATE.values()))  # one not listed: as many as Adam
 
 
 def _tensors(config: RunConfig) -> int:
@@ -249,7 +253,7 @@ def _memory_advice(cost: Cost) -> str:
     config = cost.config
     if biggest == "weights, gradients and optimizer":
         advice = "fewer units or fewer layers" if config.arch == "mlp" else "a smaller batch"
-        if config.optimizer != "sgd":
+        if _optimizer_state(config):
             advice += f", or SGD instead of {config.optimizer} (it keeps no extra copies of the weights)"
         if config.landscape_every:
             advice += ", or the landscape probe off (landscape_every=0: it copies the weights)"
