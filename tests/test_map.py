@@ -162,7 +162,9 @@ def band(rows: int, cols: int, lr_upto: int, sigma_rows: range) -> np.ndarray:
 def test_claim_lines_are_computed_from_the_data_and_flip_when_it_changes():
     wide, narrow = band(9, 9, 8, range(9)), band(9, 9, 4, range(3, 6))
     claims = {c.name: c for c in map_claims.check_map(fake_map(wide, narrow))}
-    assert set(claims) == {"trains_in_more_cells", "higher_learning_rate", "wider_init_range"}
+    assert set(claims) == {"trains_in_more_cells", "ends_higher", "higher_learning_rate", "wider_init_range"}
+    assert claims["ends_higher"].line == ("BN ends higher (by more than 0.03) in 60 of 81 paired cells, lower in 0 "
+                                          "(sign test p = 8.7e-19): reproduced")
     assert all(c.verdict == "reproduced" for c in claims.values())
     assert "BN trains (>= 90%) in 72 of 81 cells vs 12 without" in claims["trains_in_more_cells"].line
     assert ("largest learning rate that trains: 4.217 with BN (cells that train at 4.217 in 9 of 9; 1.778 in 9 of 9; "
@@ -193,7 +195,7 @@ def test_diverged_cells_never_train_and_the_depth_claims_apply():
     data = fake_map(trains, trains, y="depth", diverged=diverged)
     assert not data.trains[1].any() and data.trains[0].all()
     names = [c.name for c in map_claims.check_map(data)]
-    assert names == ["trains_in_more_cells", "higher_learning_rate", "deeper", "exploding_gradients"]
+    assert names == ["trains_in_more_cells", "ends_higher", "higher_learning_rate", "deeper", "exploding_gradients"]
     assert all(c.verdict == "not reproduced" for c in map_claims.check_map(data))
 
 

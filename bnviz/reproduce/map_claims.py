@@ -29,6 +29,7 @@ from bnviz.reproduce.map_data import MapData
 Verdict = str  # "reproduced", "within noise" or "not reproduced"
 REPRODUCED, WITHIN_NOISE, NOT_REPRODUCED = "reproduced", "within noise", "not reproduced"
 SIGN_TEST_LEVEL = 0.05  # one-sided exact sign test over the paired cells where exactly one of the pair trains
+MARGIN = 0.03  # "ends higher": by more than 3 points, ~4 standard errors of a 2,000-image accuracy near 0.9
 GROWTH = 2.0  # BN's gradient at initialization "explodes with depth": its first/last-layer ratio at
 #               least doubles from the shallowest net to the deepest (Yang et al. 2019 predict geometric growth)
 BN, PLAIN = "batchnorm", "none"
@@ -71,6 +72,19 @@ def trains_in_more_cells(data: MapData) -> tuple[Verdict, str]:
     return verdict, (f"BN trains (>= {data.spec.threshold:.0%}) in {int(bn.sum())} of {bn.size} cells vs "
                      f"{int(plain.sum())} without (only with BN: {wins}, only without: {losses}; sign test "
                      f"p = {p:.2g}): {verdict}")
+
+
+def ends_higher(data: MapData) -> tuple[Verdict, str]:
+    """BN ends at a higher test accuracy, whatever the threshold: over the paired cells, BN ends
+    more than 0.03 higher (about four standard errors of an accuracy measured on 2,000 images)
+    in enough more cells than it ends 0.03 lower that a one-sided exact sign test gives p < 0.05."""
+    index_bn, index_plain = data.index(BN), data.index(PLAIN)
+    difference = data.accuracy[index_bn] - data.accuracy[index_plain]
+    wins, losses = int((difference > MARGIN).sum()), int((difference < -MARGIN).sum())
+    p = sign_test(wins, losses)
+    verdict = REPRODUCED if wins > losses and p < SIGN_TEST_LEVEL else WITHIN_NOISE if wins > losses else NOT_REPRODUCED
+    return verdict, (f"BN ends higher (by more than {MARGIN:.2f}) in {wins} of {difference.size} paired cells, lower in "
+                     f"{losses} (sign test p = {p:.2g}): {verdict}")
 
 
 def _axis_reach(data: MapData, trains: np.ndarray, axis: str) -> list[int]:
@@ -171,7 +185,7 @@ def claims_for(data: MapData) -> tuple[Claim, ...]:
     """The claims that make sense for this map's axes."""
     if not {BN, PLAIN} <= set(data.spec.vary.values) or data.spec.vary.name != "norm":
         return ()
-    claims: list[Claim] = [trains_in_more_cells]
+    claims: list[Claim] = [trains_in_more_cells, ends_higher]
     if data.spec.x.name == "lr":
         claims.append(higher_learning_rate)
     y = data.spec.y.name if data.spec.y else None
