@@ -30,6 +30,7 @@ def test_clicking_a_map_cell_opens_its_run(streamlit_server, page, screenshot):
     v, row, column = 1, spec.shape[1] // 2, spec.shape[2] - 2  # a BN cell at a high learning rate
     expected = spec.config(spec.vary.values[v], spec.x.values[column], spec.rows[row])
     open_app(page, streamlit_server, "preset=ioffe-fig1")
+    page.locator(".st-key-map-view summary").first.click()  # the expander opens on a click
     chart = page.locator(".st-key-map-view .js-plotly-plot").first
     expect(chart).to_be_visible(timeout=SETTLE_MS)
     chart.scroll_into_view_if_needed()

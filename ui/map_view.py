@@ -53,9 +53,10 @@ def show(choice: Choice) -> None:
     if not maps:
         return
     cells = sum(data.spec.cell_count for data in maps)
+    # Closed until asked for: in a class, thirty pages that each draw the map make a busy server's pages poll late.
     with st.container(key=keys.MAP_VIEW), st.expander(
             f"Trainability map: where this network trains, with and without BN ({cells} short runs, shipped with "
-            "the app) — click a cell to open its run", expanded=True):
+            "the app) — click a cell to open its run"):
         st.caption("Each cell is one run of the setting under it, paired across no BN and BN (same seed: the "
                    "same data order and initial weights). Colour: final held-out accuracy, one scale for both; "
                    "a red cross: the run diverged.")
