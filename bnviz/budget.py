@@ -157,7 +157,7 @@ def estimate(config: RunConfig) -> Cost:
     return Cost(config, memory, _step_seconds(config, net, ring_values / ring_steps), parts)
 
 
-def refusals(configs, budget: Budget, max_running: int | None = None) -> list[str]:
+def refusals(configs, budget: Budget) -> list[str]:
     """Why these runs (one tab's) do not fit the budget, each in a sentence that says what to
     change; an empty list when they fit."""
     costs = [estimate(config) for config in configs]
