@@ -17,7 +17,11 @@ from dataclasses import dataclass, fields
 DATASETS = ("mnist", "fashion-mnist", "synthetic")
 ARCHS = ("mlp", "cnn")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky-relu", "gelu", "linear")
-NORMS = ("none", "batchnorm", "noisy-batchnorm", "noise")  # "noise": the same noise, no BN
+NORMS = ("none", "batchnorm", "noisy-batchnorm", "noise",  # "noise": the same noise, no BN
+         "layernorm", "groupnorm", "instancenorm", "rmsnorm")  # per example: bnviz.norms
+RUNNING_STATS_NORMS = ("batchnorm", "noisy-batchnorm")  # norms that evaluate with running averages
+CNN_ONLY_NORMS = ("instancenorm",)  # an MLP unit holds one value per example: nothing to average over
+CNN_FIRST_CHANNELS = 8  # bnviz.model.CNN_CHANNELS[0], the fewest channels a CNN layer has (config imports no torch)
 NORM_POSITIONS = ("before", "after")
 INITS = ("default", "xavier-normal", "xavier-uniform", "kaiming-normal", "kaiming-uniform", "gaussian")
 OPTIMIZERS = ("sgd", "momentum", "adam", "fastai-adam")  # "fastai-adam": the fastai book's (bnviz.optim)
@@ -40,6 +44,9 @@ LIMITS = {
     "noise_mean": (0.0, 10.0),
     "noise_std": (1.0, 10.0),
     "landscape_every": (0, 200_000),
+    "groups": (1, 1024),  # at most one per channel (InstanceNorm's limit); must also divide them
+    "dropout": (0.0, 0.9),  # a rate of 1 drops everything
+    "bn_momentum": (0.0001, 1.0),  # torch's range is (0, 1]; 0 would freeze the running averages
 }
 
 
@@ -54,6 +61,9 @@ class RunConfig:
     activation: str = "sigmoid"  # the paper's choice, and the one that saturates visibly
     norm: str = "none"  # "batchnorm", "noisy-batchnorm" or "noise" alone (Santurkar et al. 2018)
     norm_position: str = "before"  # the paper normalizes x = Wu + b, then applies the nonlinearity
+    groups: int = 4  # groupnorm: channel groups; divides the CNN's 8..64 channels and width 100 (Wu & He use 32)
+    dropout: float = 0.0  # rate of nn.Dropout at the end of every hidden block (after activation and norm); 0 = none
+    bn_momentum: float = 0.1  # BatchNorm's running-average momentum; torch's default
     noise_mean: float = 0.5  # noisy BN: the per-step noise mean is drawn from U(-noise_mean, noise_mean)
     noise_std: float = 1.25  # noisy BN: the per-step noise std is drawn from U(1, noise_std)
     init: str = "gaussian"  # the paper's "small random Gaussian"
@@ -194,6 +204,20 @@ def _validate(config: RunConfig) -> None:
             raise ValueError(f"{name} must be a whole number (got {value!r})")
         if not low <= value <= high:  # also false for NaN; math.isfinite would overflow on a huge int
             raise ValueError(f"{name} must be between {_show(low)} and {_show(high)} (got {_show(value)})")
+    _validate_norm(config)
+
+
+def _validate_norm(config: RunConfig) -> None:
+    """Where a norm does not apply, say so (a ValueError) rather than build something meaningless."""
+    if config.norm in CNN_ONLY_NORMS and config.arch != "cnn":
+        raise ValueError(f"{config.norm} normalizes each channel of each example over its positions; the MLP's "
+                         "units have one value per example, so there is nothing to average: use arch cnn, or "
+                         "layernorm / groupnorm for the MLP")
+    if config.norm == "groupnorm":
+        channels = config.width if config.arch == "mlp" else CNN_FIRST_CHANNELS
+        what = f"width {config.width}" if config.arch == "mlp" else f"the CNN's {CNN_FIRST_CHANNELS}..64 channels"
+        if channels % config.groups:
+            raise ValueError(f"groups must divide {what} into equal groups (got groups {config.groups})")
 
 
 def _show(number) -> str:

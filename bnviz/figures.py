@@ -18,7 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from bnviz.saturation import DEAD_ACTIVATIONS, SATURATION_THRESHOLD
-from bnviz.style import NORM_LABELS, RUN_COLORS
+from bnviz.style import run_color, run_label
 from bnviz.views import RunView
 
 LEVELS = 255  # colour levels: one uint8 per cell
@@ -143,9 +143,9 @@ def unit_percentiles(views: list[RunView], uirevision: str = "unit-percentiles")
             low, mid, high = (view.lines["unit_percentiles"][:, r, k].astype(np.float32) for k in range(3))
             common = dict(type="scatter", mode="lines", x=steps, xaxis=x, yaxis=y, showlegend=False)
             band = dict(x=np.concatenate([steps, steps[::-1]]), y=np.concatenate([high, low[::-1]]))  # one outline
-            data += [dict(common, **band, line=dict(width=0), fill="toself", fillcolor=_fade(RUN_COLORS[view.norm]),
+            data += [dict(common, **band, line=dict(width=0), fill="toself", fillcolor=_fade(run_color(view.norm, view.dropout)),
                           name="15th-85th", hoverinfo="skip"),
-                     dict(common, y=mid, line=dict(color=RUN_COLORS[view.norm], width=2), name="median")]
+                     dict(common, y=mid, line=dict(color=run_color(view.norm, view.dropout), width=2), name="median")]
     layout = grid.layout(views, row_titles=[_layer_label(n) for n in views[0].layer_names], share_y="row")
     layout.update(shapes=shapes, height=grid.height(LINE_ROW_PX), uirevision=uirevision, showlegend=False)
     return _figure(data, layout)
@@ -153,22 +153,28 @@ def unit_percentiles(views: list[RunView], uirevision: str = "unit-percentiles")
 
 def loss_accuracy(views: list[RunView], published: dict[str, float] | None = None,
                   uirevision: str = "loss-accuracy") -> go.Figure:
-    """Training loss (left) and held-out accuracy (right) of every run; published results dashed."""
+    """Training loss (left) and held-out accuracy (right, solid; the training batches' accuracy dotted)
+    of every run; published results dashed."""
     grid = _Grid(1, 2, col_gap=0.1)
     data, shapes = [], []
     for view in views:
-        line = dict(color=RUN_COLORS[view.norm], width=2)
+        line = dict(color=run_color(view.norm, view.dropout), width=2)
         steps = view.lines.get("steps", np.zeros(0)).astype(np.int32)
         loss = view.lines.get("loss", np.zeros(0)).astype(np.float32)
-        data.append(dict(type="scatter", mode="lines", x=steps, y=loss, name=NORM_LABELS[view.norm], line=line,
-                         legendgroup=NORM_LABELS[view.norm], xaxis="x", yaxis="y"))
+        data.append(dict(type="scatter", mode="lines", x=steps, y=loss, name=run_label(view.norm, view.dropout), line=line,
+                         legendgroup=run_label(view.norm, view.dropout), xaxis="x", yaxis="y"))
         data.append(dict(type="scatter", mode="lines+markers", x=view.accuracy_steps.astype(np.int32),
-                         y=view.accuracy.astype(np.float32), name=NORM_LABELS[view.norm], line=line, legendgroup=NORM_LABELS[view.norm],
+                         y=view.accuracy.astype(np.float32), name=run_label(view.norm, view.dropout), line=line, legendgroup=run_label(view.norm, view.dropout),
                          showlegend=False, xaxis="x2", yaxis="y2"))
+        if len(view.train_accuracy):  # the generalization gap: training batches' accuracy, dotted
+            data.append(dict(type="scatter", mode="lines", x=view.accuracy_steps.astype(np.int32),
+                             y=view.train_accuracy.astype(np.float32), name=f"{run_label(view.norm, view.dropout)} (training batches)",
+                             line=dict(line, dash="dot"), legendgroup=run_label(view.norm, view.dropout), showlegend=False, xaxis="x2",
+                             yaxis="y2"))
         shapes += _lr_lines(view, "x", "y", label=True) + _lr_lines(view, "x2", "y2")
     for name, value in (published or {}).items():
         shapes.append(_hline("x2", "y2", value, "#2e7d32", label=f"published {name}: {value:.4g}"))
-    layout = grid.layout(views, titles=["training loss", "test accuracy"], share_y="")
+    layout = grid.layout(views, titles=["training loss", "test accuracy (dotted: training)"], share_y="")
     layout["yaxis"]["rangemode"] = "tozero"
     layout["yaxis2"]["tickformat"] = ".0%"  # autorange: BN and no BN often differ by a point or two near the top
     layout.update(shapes=shapes, height=300, uirevision=uirevision,
@@ -228,7 +234,7 @@ class _Grid:
 
         share_y: "all" panels one y axis, "row" one per row (runs side by side), "" none.
         """
-        titles = titles if titles is not None else [NORM_LABELS[v.norm] for v in views] if len(views) > 1 else []
+        titles = titles if titles is not None else [run_label(v.norm, v.dropout) for v in views] if len(views) > 1 else []
         x_end = max(v.last_step for v in views)
         width = (1 - self.col_gap * (self.cols - 1)) / self.cols
         height = (1 - self.row_gap * (self.rows - 1)) / self.rows

@@ -1,11 +1,18 @@
 """Networks built from a RunConfig: the BN paper's MLP and the fastai chapter's simple CNN.
 
 Every hidden layer is a ``HiddenBlock`` with a ``layer`` (Linear or Conv2d) whose weights
-we initialize, an optional ``norm`` placed before or after the nonlinearity, and an
-``activation`` module that the probes hook: its input is the pre-activation the BN paper
-plots, its output the post-activation fastai plots.
+we initialize, an optional ``norm`` placed before or after the nonlinearity, an
+``activation`` module that the probes hook (its input is the pre-activation the BN paper
+plots, its output the post-activation fastai plots) and, when ``dropout`` > 0, an
+``nn.Dropout`` at the end of the block: after the activation and after a norm placed there,
+so the next layer sees the dropped units (the head gets none).
 
-Initial weights come from a generator seeded by (seed, layer index), and BN layers draw no
+Norms: BatchNorm (torch's), noisy BN (below) and the per-example norms of ``bnviz.norms``
+(LayerNorm, GroupNorm, InstanceNorm, RMSNorm). The CNN's head (10 channels of one pixel) is
+normalized only by the BatchNorm family, as in the fastai chapter: InstanceNorm of a single
+pixel is a constant, and a per-example norm of the logits would fix their spread across classes.
+
+Initial weights come from a generator seeded by (seed, layer index), and norm layers draw no
 random numbers, so two runs that differ only in ``norm`` start from identical weights.
 """
 
@@ -17,12 +24,18 @@ import torch
 from torch import nn
 
 from bnviz.config import RunConfig
+from bnviz.norms import GroupNorm
 
 CNN_CHANNELS = (8, 16, 32, 64)  # fastai chapter 13's simple_cnn: 1->8->16->32->64->10
 CNN_FIRST_KERNEL = 5  # the chapter uses a 5x5 first conv so it sees more than its 9 inputs
 CNN_KERNEL = 3
 LEAKY_SLOPE = 0.01  # PyTorch's default negative slope
 SEED_STRIDE = 1000  # seeds for layer i of run seed s are s * SEED_STRIDE + i: no overlap below 1000 layers
+
+# Per-example norms as bnviz.norms.GroupNorm's groups: 1 (the whole example), or None: the
+# config's ``groups`` for groupnorm, one per channel for instancenorm.
+PER_EXAMPLE_GROUPS = {"layernorm": 1, "rmsnorm": 1, "groupnorm": None, "instancenorm": None}
+HEAD_NORMS = ("batchnorm", "noisy-batchnorm", "noise")  # the CNN head's norm: see the module docstring
 
 ACTIVATION_MODULES = {
     "sigmoid": nn.Sigmoid,
@@ -65,9 +78,11 @@ class StepNoise(nn.Module):
 class NoisyBatchNorm(nn.Module):
     """BatchNorm followed by ``StepNoise``: Santurkar et al.'s "noisy BN" (§2.1)."""
 
-    def __init__(self, num_features: int, dims: int, noise_mean: float, noise_std: float, seed: int):
+    def __init__(self, num_features: int, dims: int, noise_mean: float, noise_std: float, seed: int,
+                 momentum: float = 0.1):
         super().__init__()
-        self.bn = nn.BatchNorm1d(num_features) if dims == 1 else nn.BatchNorm2d(num_features)
+        bn_class = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
+        self.bn = bn_class(num_features, momentum=momentum)
         self.noise = StepNoise(noise_mean, noise_std, seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,19 +90,23 @@ class NoisyBatchNorm(nn.Module):
 
 
 class HiddenBlock(nn.Module):
-    """One hidden layer: layer -> [norm] -> activation -> [norm], as the config places it."""
+    """One hidden layer: layer -> [norm] -> activation -> [norm] -> [dropout], as the config places them."""
 
-    def __init__(self, layer: nn.Module, norm: nn.Module | None, activation: nn.Module, norm_before: bool):
+    def __init__(self, layer: nn.Module, norm: nn.Module | None, activation: nn.Module, norm_before: bool,
+                 dropout: nn.Module | None = None):
         super().__init__()
         self.layer = layer
         self.norm = norm
         self.activation = activation
+        self.dropout = dropout
         parts = [layer]
         if norm is not None and norm_before:
             parts.append(norm)
         parts.append(activation)
         if norm is not None and not norm_before:
             parts.append(norm)
+        if dropout is not None:
+            parts.append(dropout)
         self._parts = parts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,7 +169,7 @@ def _build_cnn(config: RunConfig, input_shape, num_classes) -> Network:
         channels = out_channels
     # The chapter's last conv maps 64 channels of 2x2 to 10 of 1x1, normalized when BN is on.
     head_conv = nn.Conv2d(channels, num_classes, CNN_KERNEL, stride=2, padding=CNN_KERNEL // 2)
-    head_norm = _norm(config, num_classes, dims=2, index=len(CNN_CHANNELS))
+    head_norm = _norm(config, num_classes, dims=2, index=len(CNN_CHANNELS)) if config.norm in HEAD_NORMS else None
     head = nn.Sequential(head_conv, head_norm) if head_norm is not None else nn.Sequential(head_conv)
     return Network(blocks, head, flatten_input=False)
 
@@ -158,18 +177,24 @@ def _build_cnn(config: RunConfig, input_shape, num_classes) -> Network:
 def _block(config: RunConfig, layer: nn.Module, features: int, dims: int, index: int) -> HiddenBlock:
     activation = ACTIVATION_MODULES[config.activation]()
     norm = _norm(config, features, dims, index)
-    return HiddenBlock(layer, norm, activation, norm_before=config.norm_position == "before")
+    dropout = nn.Dropout(config.dropout) if config.dropout else None
+    return HiddenBlock(layer, norm, activation, norm_before=config.norm_position == "before", dropout=dropout)
 
 
 def _norm(config: RunConfig, features: int, dims: int, index: int) -> nn.Module | None:
+    """The config's norm for a layer of ``features`` units (dims 1) or channels (dims 2)."""
     if config.norm == "none":
         return None
     if config.norm == "batchnorm":
-        return nn.BatchNorm1d(features) if dims == 1 else nn.BatchNorm2d(features)
+        bn_class = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
+        return bn_class(features, momentum=config.bn_momentum)
+    if config.norm in PER_EXAMPLE_GROUPS:  # validated in RunConfig: groups divide, instancenorm is CNN-only
+        groups = PER_EXAMPLE_GROUPS[config.norm] or (config.groups if config.norm == "groupnorm" else features)
+        return GroupNorm(features, groups, center=config.norm != "rmsnorm")
     noise_seed = config.seed * SEED_STRIDE + 500 + index  # apart from the weight seeds
     if config.norm == "noise":
         return StepNoise(config.noise_mean, config.noise_std, noise_seed)
-    return NoisyBatchNorm(features, dims, config.noise_mean, config.noise_std, noise_seed)
+    return NoisyBatchNorm(features, dims, config.noise_mean, config.noise_std, noise_seed, momentum=config.bn_momentum)
 
 
 def _head_layer(head: nn.Module) -> nn.Module:

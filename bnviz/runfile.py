@@ -28,6 +28,9 @@ SIGNIFICANT_DIGITS = 6  # far finer than any chart shows, and keeps files about 
 MAX_BYTES = 50 * 2**20  # the largest possible run (1024 columns, 20 layers, 88 bins) is ~20 MB
 PERCENTILE_KEYS = ("p15", "p50", "p85")  # bnviz.percentiles.PERCENTILES (not imported: it needs torch)
 LANDSCAPE_KEYS = ("loss_range", "gradient_predictiveness", "beta_smoothness")  # Snapshot.landscape's 3 columns
+# bnviz.evaluation.RUNNING_FIELDS (not imported: it needs torch), Snapshot.running_stats' last axis
+RUNNING_KEYS = ("running_mean", "batch_mean", "running_var", "batch_var", "mean_gap", "var_ratio")
+REESTIMATE_KEYS = ("before", "after")
 REQUIRED = ("config", "steps", "loss", "test_accuracy", "layers", "status", "message")
 LAYER_REQUIRED = ("name", "bin_edges", "hist", "saturation", "percentiles", "mean", "std", "grad_norm")
 CSV_FIELDS = ("step", "layer", "loss", "mean", "std", *PERCENTILE_KEYS, "saturation", "near_zero", "nonfinite", "grad_norm",
@@ -49,6 +52,14 @@ def to_run_dict(snapshot: Snapshot) -> dict:
         "count": _ints(snapshot.column("count")),
         "loss": _floats(snapshot.column("loss")),
         "test_accuracy": {"steps": _ints(snapshot.accuracy_steps), "values": _floats(snapshot.accuracy)},
+        "train_accuracy": {"steps": _ints(snapshot.accuracy_steps[:len(snapshot.train_accuracy)]),
+                           "values": _floats(snapshot.train_accuracy)},
+        "batch_accuracy": {"steps": _ints(snapshot.accuracy_steps[:len(snapshot.batch_accuracy)]),
+                           "values": _floats(snapshot.batch_accuracy)},
+        "running_stats": _running(snapshot),
+        "reestimates": {"steps": [int(step) for step, _, _ in snapshot.reestimates],
+                        "before": _floats([before for _, before, _ in snapshot.reestimates]),
+                        "after": _floats([after for _, _, after in snapshot.reestimates])},
         "lr_events": {"steps": [int(step) for step, _ in snapshot.lr_events],
                       "values": _floats([lr for _, lr in snapshot.lr_events])},
         "landscape": {"steps": _ints(snapshot.landscape_steps),
@@ -93,6 +104,13 @@ def _layer(snapshot: Snapshot, index: int, name: str) -> dict:
         "std": _floats(column("std")),
         "grad_norm": _floats(column("grad_norm")),
     }
+
+
+def _running(snapshot: Snapshot) -> dict:
+    """{"steps": (r,), key: (r, layers) for each of RUNNING_KEYS}; empty for a net without BN."""
+    values = np.asarray(snapshot.running_stats, dtype=np.float64).reshape(
+        len(snapshot.running_steps), len(snapshot.layer_names), len(RUNNING_KEYS))
+    return {"steps": _ints(snapshot.running_steps), **{key: _floats(values[:, :, i]) for i, key in enumerate(RUNNING_KEYS)}}
 
 
 def _floats(values) -> list:
@@ -163,11 +181,18 @@ def _validate(run) -> dict:
     if "count" in run:
         out["count"] = _array(run["count"], "count", (n,), integer=True)
     out["test_accuracy"] = _series(run["test_accuracy"], "test_accuracy", ("values",))
-    for key, columns in (("lr_events", ("values",)), ("landscape", LANDSCAPE_KEYS)):
+    for key, columns in (("lr_events", ("values",)), ("landscape", LANDSCAPE_KEYS), ("train_accuracy", ("values",)),
+                         ("batch_accuracy", ("values",)), ("reestimates", REESTIMATE_KEYS)):
         if key in run:
             out[key] = _series(run[key], key, columns)
     if not isinstance(run["layers"], list):
         raise ValueError("layers must be a list")
+    if "running_stats" in run:
+        _require(run["running_stats"], ("steps", *RUNNING_KEYS), "running_stats")
+        steps = _array(run["running_stats"]["steps"], "running_stats.steps", (None,), integer=True)
+        out["running_stats"] = {"steps": steps, **{
+            key: _array(run["running_stats"][key], f"running_stats.{key}", (len(steps), len(run["layers"])))
+            for key in RUNNING_KEYS}}
     out["layers"] = [_layer_arrays(layer, f"layers[{i}]", n) for i, layer in enumerate(run["layers"])]
     return out
 

@@ -43,7 +43,12 @@ class Snapshot:
     lr: float = 0.0  # the learning rate in use now
     columns: Mapping[str, np.ndarray] = field(default_factory=lambda: MappingProxyType({}))
     accuracy_steps: np.ndarray = field(default_factory=_empty)  # (n,) steps at which held-out accuracy was measured
-    accuracy: np.ndarray = field(default_factory=_empty)  # (n,)
+    accuracy: np.ndarray = field(default_factory=_empty)  # (n,) in evaluation mode (BN's running statistics)
+    train_accuracy: np.ndarray = field(default_factory=_empty)  # (n,) on the training batches since the last evaluation
+    batch_accuracy: np.ndarray = field(default_factory=_empty)  # (n,) held-out with BN's batch statistics; () without BN
+    running_steps: np.ndarray = field(default_factory=_empty)  # (r,) evaluations at which running_stats were taken
+    running_stats: np.ndarray = field(default_factory=_empty)  # (r, layers, 6) bnviz.evaluation.RUNNING_FIELDS; () without BN
+    reestimates: tuple[tuple[int, float, float], ...] = ()  # (step, accuracy before, after) of each re-estimation
     lr_events: tuple[tuple[int, float], ...] = ()  # (step, new rate) of each live change
     landscape_steps: np.ndarray = field(default_factory=_empty)
     landscape: np.ndarray = field(default_factory=_empty)  # (n, 3): loss range, gradient predictiveness, effective beta-smoothness

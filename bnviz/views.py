@@ -41,6 +41,12 @@ class RunView:
     last_step: int  # the whole run's last step, for a fixed axis while scrubbing
     landscape_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # (s,)
     landscape: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (s, 3): Snapshot.landscape's columns
+    dropout: float = 0.0  # named with the norm when it is not 0 (bnviz.style.run_label)
+    train_accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0))  # at accuracy_steps: the training batches since the evaluation before
+    batch_accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0))  # at accuracy_steps, held out with BN's batch statistics; () without BN
+    running_steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    running_stats: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (r, layers, 6) bnviz.evaluation.RUNNING_FIELDS
+    reestimates: tuple[tuple[int, float, float], ...] = ()
 
 
 def column_budget(layers: int, runs: int = 1) -> int:
@@ -76,6 +82,7 @@ def run_view(snapshot: Snapshot, upto: int | None = None, max_columns: int = MAX
     config = snapshot.config
     return RunView(
         norm=config.norm,
+        dropout=config.dropout,
         activation=config.activation,
         layer_names=snapshot.layer_names,
         pre_edges=snapshot.pre_edges,
@@ -84,6 +91,11 @@ def run_view(snapshot: Snapshot, upto: int | None = None, max_columns: int = MAX
         lines=lines,
         accuracy_steps=snapshot.accuracy_steps[seen],
         accuracy=snapshot.accuracy[seen],
+        train_accuracy=snapshot.train_accuracy[seen[:len(snapshot.train_accuracy)]],
+        batch_accuracy=snapshot.batch_accuracy[seen[:len(snapshot.batch_accuracy)]],
+        running_steps=snapshot.running_steps[snapshot.running_steps <= limit],
+        running_stats=snapshot.running_stats[:int((snapshot.running_steps <= limit).sum())],
+        reestimates=tuple(event for event in snapshot.reestimates if event[0] <= limit),
         lr_events=tuple(event for event in snapshot.lr_events if event[0] <= limit),
         last_step=snapshot.step,
         landscape_steps=snapshot.landscape_steps[snapshot.landscape_steps <= limit],

@@ -38,7 +38,17 @@ def field_strategy(name: str):
     return st.floats(low, high, allow_nan=False, allow_infinity=False)
 
 
-configs = st.builds(RunConfig, **{name: field_strategy(name) for name in field_names()})
+def consistent_config(**values) -> RunConfig:
+    """A RunConfig from independently drawn fields, made consistent where fields depend on each
+    other (config._validate_norm): instancenorm needs the CNN, groups must divide the channels."""
+    if values["norm"] in cfg.CNN_ONLY_NORMS:
+        values["arch"] = "cnn"
+    channels = values["width"] if values["arch"] == "mlp" else cfg.CNN_FIRST_CHANNELS
+    values["groups"] = math.gcd(values["groups"], channels)
+    return RunConfig(**values)
+
+
+configs = st.builds(consistent_config, **{name: field_strategy(name) for name in field_names()})
 
 
 def test_every_field_is_either_a_choice_or_bounded():
@@ -217,8 +227,9 @@ def test_choice_fields_reject_unknown_names(name):
         RunConfig.from_query({name: "Bogus"})
     with pytest.raises(ValueError, match=f"^{name} must be text"):
         RunConfig.from_dict({name: 3})
+    context = {"arch": "cnn"} if name == "norm" else {}  # instancenorm is for the CNN only
     for value in CHOICES[name]:
-        assert getattr(RunConfig.from_query({name: value.upper()}), name) == value
+        assert getattr(RunConfig.from_query({name: value.upper(), **context}), name) == value
 
 
 def test_configs_are_frozen_and_replace_validates():
