@@ -1,0 +1,60 @@
+"""Figures of BatchNorm's train/eval gap: arrays of ``bnviz.views.RunView`` in, ``go.Figure`` out.
+
+Left, held-out accuracy as a deployed model sees it (evaluation mode: BN's running averages,
+solid) against the same images normalized with batch statistics as in training (dashed);
+a diamond marks each re-estimation of the running statistics (accuracy before -> after).
+Right, per hidden layer, how far the latest training batch's mean is from BN's running mean,
+in running standard deviations (``bnviz.evaluation.running_vs_batch``, the mean gap). Only
+runs with BatchNorm have either; the per-example norms evaluate as they train.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from bnviz.figures import _figure, _Grid, _layer_label, layer_colors
+from bnviz.views import RunView
+
+MEAN_GAP = 4  # bnviz.evaluation.RUNNING_FIELDS.index("mean_gap")
+DASHES = ("solid", "dash", "dot", "dashdot")  # per run in the gap panel; colour is the layer
+
+
+def has_gap(views: list[RunView]) -> bool:
+    """Whether any run has running statistics to compare (a net with BatchNorm)."""
+    return any(len(v.batch_accuracy) or len(v.running_steps) for v in views)
+
+
+def train_eval(views: list[RunView], uirevision: str = "train-eval") -> go.Figure:
+    """Held-out accuracy in both of BN's modes (left) and each layer's running-vs-batch mean gap (right)."""
+    grid = _Grid(1, 2, col_gap=0.1)
+    data = []
+    for index, view in enumerate(v for v in views if len(v.batch_accuracy) or len(v.running_steps)):
+        steps = view.accuracy_steps.astype(np.int32)
+        line = dict(color=view.color, width=2)
+        data.append(dict(type="scatter", mode="lines+markers", x=steps, y=view.accuracy.astype(np.float32),
+                         name=f"{view.title}: evaluation mode (running averages)", line=line, xaxis="x", yaxis="y"))
+        data.append(dict(type="scatter", mode="lines", x=steps[:len(view.batch_accuracy)],
+                         y=view.batch_accuracy.astype(np.float32), name=f"{view.title}: batch statistics",
+                         line=dict(line, dash="dash"), xaxis="x", yaxis="y"))
+        if view.reestimates:
+            events = np.array(view.reestimates, dtype=np.float64)  # (k, 3): step, before, after
+            data.append(dict(type="scatter", mode="markers+text", x=events[:, 0], y=events[:, 2],
+                             text=[f"re-estimated: {b:.1%} → {a:.1%}" for _, b, a in view.reestimates],
+                             textposition="bottom right", marker=dict(symbol="diamond", size=11, color=view.color),
+                             name=f"{view.title}: re-estimated", xaxis="x", yaxis="y"))
+        colors = layer_colors(len(view.layer_names))
+        running_steps = view.running_steps.astype(np.int32)
+        for layer, name in enumerate(view.layer_names if len(running_steps) else ()):
+            gap = view.running_stats[:, layer, MEAN_GAP].astype(np.float32)
+            if not np.isfinite(gap).any():
+                continue
+            data.append(dict(type="scatter", mode="lines", x=running_steps, y=gap, xaxis="x2", yaxis="y2",
+                             name=f"{view.title}: {_layer_label(name)}",
+                             line=dict(color=colors[layer], width=2, dash=DASHES[index % len(DASHES)])))
+    layout = grid.layout(views, titles=["held-out accuracy: evaluation mode vs batch statistics",
+                                        "batch mean vs running mean (running stds)"], share_y="")
+    layout["yaxis"]["tickformat"] = ".0%"
+    layout["yaxis2"]["rangemode"] = "tozero"
+    layout.update(height=320, uirevision=uirevision, legend=dict(orientation="h", y=-0.3, x=0))
+    return _figure(data, layout)
