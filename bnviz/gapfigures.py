@@ -14,6 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from bnviz.figures import _figure, _Grid, _layer_label, layer_colors
+from bnviz.style import run_color, run_label
 from bnviz.views import RunView
 
 MEAN_GAP = 4  # bnviz.evaluation.RUNNING_FIELDS.index("mean_gap")
@@ -31,18 +32,19 @@ def train_eval(views: list[RunView], uirevision: str = "train-eval") -> go.Figur
     data = []
     for index, view in enumerate(v for v in views if len(v.batch_accuracy) or len(v.running_steps)):
         steps = view.accuracy_steps.astype(np.int32)
-        line = dict(color=view.color, width=2)
+        title, color = run_label(view.norm, view.dropout), run_color(view.norm, view.dropout)
+        line = dict(color=color, width=2)
         data.append(dict(type="scatter", mode="lines+markers", x=steps, y=view.accuracy.astype(np.float32),
-                         name=f"{view.title}: evaluation mode (running averages)", line=line, xaxis="x", yaxis="y"))
+                         name=f"{title}: evaluation mode (running averages)", line=line, xaxis="x", yaxis="y"))
         data.append(dict(type="scatter", mode="lines", x=steps[:len(view.batch_accuracy)],
-                         y=view.batch_accuracy.astype(np.float32), name=f"{view.title}: batch statistics",
+                         y=view.batch_accuracy.astype(np.float32), name=f"{title}: batch statistics",
                          line=dict(line, dash="dash"), xaxis="x", yaxis="y"))
         if view.reestimates:
             events = np.array(view.reestimates, dtype=np.float64)  # (k, 3): step, before, after
             data.append(dict(type="scatter", mode="markers+text", x=events[:, 0], y=events[:, 2],
                              text=[f"re-estimated: {b:.1%} → {a:.1%}" for _, b, a in view.reestimates],
-                             textposition="bottom right", marker=dict(symbol="diamond", size=11, color=view.color),
-                             name=f"{view.title}: re-estimated", xaxis="x", yaxis="y"))
+                             textposition="bottom right", marker=dict(symbol="diamond", size=11, color=color),
+                             name=f"{title}: re-estimated", xaxis="x", yaxis="y"))
         colors = layer_colors(len(view.layer_names))
         running_steps = view.running_steps.astype(np.int32)
         for layer, name in enumerate(view.layer_names if len(running_steps) else ()):
@@ -50,7 +52,7 @@ def train_eval(views: list[RunView], uirevision: str = "train-eval") -> go.Figur
             if not np.isfinite(gap).any():
                 continue
             data.append(dict(type="scatter", mode="lines", x=running_steps, y=gap, xaxis="x2", yaxis="y2",
-                             name=f"{view.title}: {_layer_label(name)}",
+                             name=f"{title}: {_layer_label(name)}",
                              line=dict(color=colors[layer], width=2, dash=DASHES[index % len(DASHES)])))
     layout = grid.layout(views, titles=["held-out accuracy: evaluation mode vs batch statistics",
                                         "batch mean vs running mean (running stds)"], share_y="")
