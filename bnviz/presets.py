@@ -96,6 +96,47 @@ PRESETS: dict[str, Preset] = {
             source="Santurkar et al. 2018, arXiv:1805.11604, §3.2, Figure 4",
             assumed=("a 4x100 ReLU MLP on MNIST", "step sizes 0.25x to 4x the learning rate"),
         ),
+        Preset(
+            name="bn-eval-pitfall",
+            summary="BN's train/eval pitfall: running averages that lag behind training make the evaluated "
+                    "network worse than the trained one; re-estimating them on training data is the remedy.",
+            config=RunConfig(norm="batchnorm", bn_momentum=0.001, steps=1500, eval_every=100),
+            published="A BN network is evaluated with population statistics estimated while training; with "
+                      "an exponential moving average they can be far from the network's true statistics "
+                      "(a small momentum, early in training), and re-computing them on training data "
+                      "(\"precise BN\") restores the accuracy.",
+            source="Ioffe & Szegedy 2015, arXiv:1502.03167, §3.1; Wu & Johnson 2021, arXiv:2105.07576, §3",
+            compare=("batchnorm", "layernorm"),
+            assumed=("the ioffe-fig1 network, 1,500 steps", "bn_momentum 0.001 (torch's default is 0.1), chosen "
+                     "so the running averages lag: the pitfall on purpose"),
+        ),
+        Preset(
+            name="wu-he-batch",
+            summary="GroupNorm's headline: BN gets worse as the batch shrinks toward 2; GroupNorm and LayerNorm "
+                    "do not depend on the batch.",
+            config=RunConfig(arch="cnn", activation="relu", norm="batchnorm", init="kaiming-normal",
+                             optimizer="momentum", lr=0.02, batch_size=2, steps=1000, eval_every=100),
+            published="ResNet-50 on ImageNet, Figure 1: BN's error rises from 23.6% at 32 images per batch to "
+                      "34.7% at 2, GroupNorm's stays near 24% (24.1% at 32, 24.8% at 2).",
+            source="Wu & He 2018, arXiv:1803.08494, Figure 1 and Table 3",
+            compare=("batchnorm", "groupnorm", "layernorm"),
+            published_accuracy=(("batchnorm", 1 - 0.347), ("groupnorm", 1 - 0.248)),
+            assumed=("the fastai chapter's 4-layer CNN on MNIST instead of ResNet-50 on ImageNet",
+                     "SGD with momentum 0.9 at lr 0.02 for every batch size, 1,000 steps (not equal epochs)",
+                     "groups 4 (the CNN's first layer has 8 channels; Wu & He use 32 groups)"),
+        ),
+        Preset(
+            name="bn-regularizer",
+            summary="BN as a regularizer? A net that overfits the bundled 8,000 images, with and without BN "
+                    "and dropout: compare the gap between training and test accuracy.",
+            config=RunConfig(activation="relu", init="kaiming-normal", depth=3, width=256, lr=0.05,
+                             steps=6000, eval_every=500),
+            published="\"Batch Normalization also acts as a regularizer, in some cases eliminating the need "
+                      "for Dropout\" (the abstract); the effect is debated.",
+            source="Ioffe & Szegedy 2015, arXiv:1502.03167, abstract and §3.4",
+            assumed=("a 3x256 ReLU MLP, SGD at lr 0.05, 6,000 steps of 60 (45 epochs of the 8,000 images): "
+                     "chosen to overfit", "dropout 0.5 where on"),
+        ),
     )
 }
 

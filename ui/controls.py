@@ -14,24 +14,29 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from bnviz.config import (ACTIVATIONS, ARCHS, DATASETS, INITS, LIMITS, NORM_POSITIONS, NORMS, OPTIMIZERS, SCHEDULES,
-                          RunConfig, field_names)
+from bnviz.config import (ACTIVATIONS, ARCHS, CNN_FIRST_CHANNELS, DATASETS, INITS, LIMITS, NORM_POSITIONS, NORMS,
+                          OPTIMIZERS, RUNNING_STATS_NORMS, SCHEDULES, RunConfig, field_names)
 from bnviz.presets import DEFAULT_PRESET, PRESETS, Preset
 from bnviz.serve.settings import SERVER_PARAM
 from bnviz.style import NORM_LABELS
+from ui import explain
 from ui import state as keys
 
 LOG_GRID = tuple(float(f"{m}e{e}") for e in range(-4, 1) for m in range(1, 10)) + (10.0,)  # 1e-4 .. 10: 1, 2, .. 9 per decade
 WIDTHS = (8, 16, 32, 50, 64, 100, 128, 200, 256, 512, 1024)
 BATCH_SIZES = (1, 8, 16, 32, 60, 64, 128, 256, 512, 1024, 2048)
 STEPS = (100, 200, 500, 1000, 2000, 3000, 5000, 10_000, 20_000, 50_000, 100_000, 200_000)
-BASIC = ("norm", "norm_position", "activation", "init", "init_sigma", "lr", "depth", "width", "optimizer",
+BASIC = ("norm", "norm_position", "groups", "bn_momentum", "dropout", "activation", "init", "init_sigma", "lr",
+         "depth", "width", "optimizer",
          "schedule", "batch_size", "dataset", "seed", "steps")
 # Every other field a URL can set has a widget too, in the sidebar's "Advanced" section (open when
 # one of them differs from the preset): a link cannot set what the page does not show.
 ADVANCED = ("arch", "noise_mean", "noise_std", "record_every", "eval_every", "eval_size", "landscape_every")
 SETTINGS = BASIC + ADVANCED  # RunConfig fields with a widget: all of them
 HIDEABLE = ("preset", *SETTINGS, "compare")
+NORMS_PARAM = "norms"  # URL parameter: the norms compared side by side, comma-separated (default: the preset's)
+DROPOUTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+MOMENTA = (0.0001, 0.001, 0.01, 0.1, 0.3, 1.0)
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 MAX_URL_FIELDS = 1000  # Streamlit drops a query string of more parameters than this (CLIENT_STATE_QUERY_STRING_MAX_FIELDS)
 MAX_URL_LENGTH = 512 * 1024  # or of more characters (CLIENT_STATE_QUERY_STRING_MAX_LENGTH)
@@ -46,16 +51,29 @@ class Choice:
     compare: bool = False
     hidden: tuple[str, ...] = ()  # widget keys not drawn, in the URL's order
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    norms: tuple[str, ...] = ()  # the norms compared side by side; () = the preset's comparison (compared_norms)
 
     def configs(self, max_runs: int) -> list[RunConfig]:
-        """The runs to start: one, or the preset's comparison plus the chosen norm if it is not in it
-        (same seed: same data order and weights)."""
+        """The runs to start: one, or one per compared norm that applies to this network (same
+        seed: same data order and weights)."""
         if not self.compare:
             return [self.config]
         return [self.config.paired_with(norm=norm) for norm in self.compared_norms()][:max_runs]
 
     def compared_norms(self) -> tuple[str, ...]:
-        return compared_norms(self.preset, self.config.norm)
+        """The chosen set (or the preset's plus the chosen norm), less those this network cannot
+        have (``applicable``: instancenorm on the MLP, groups that do not divide)."""
+        chosen = self.norms or compared_norms(self.preset, self.config.norm)
+        return tuple(norm for norm in chosen if applicable(self.config, norm))
+
+
+def applicable(config: RunConfig, norm: str) -> bool:
+    """Whether this network can have ``norm`` (RunConfig says where a norm does not apply)."""
+    try:
+        config.paired_with(norm=norm)
+    except ValueError:
+        return False
+    return True
 
 
 def compared_norms(preset: Preset, norm: str) -> tuple[str, ...]:
@@ -75,7 +93,7 @@ def read_query(params: dict[str, str], repeated: dict[str, list[str]] | None = N
     preset = PRESETS[name]
     changes = {}
     for key, text in params.items():
-        if key in ("preset", "compare", "hide", SERVER_PARAM):
+        if key in ("preset", "compare", "hide", NORMS_PARAM, SERVER_PARAM):
             continue
         if key not in field_names():
             warnings.append(f"URL parameter {plain(key)} is not a setting; ignored")
@@ -93,7 +111,17 @@ def read_query(params: dict[str, str], repeated: dict[str, list[str]] | None = N
         if key not in HIDEABLE:
             warnings.append(f"hide: {plain(key)} is not a control (controls: {', '.join(HIDEABLE)})")
     hidden = tuple(dict.fromkeys(key for key in hidden if key in HIDEABLE))
-    return Choice(preset, preset.config.replace(**changes), compare in TRUE, hidden, tuple(warnings))
+    norms = tuple(dict.fromkeys(norm.strip().lower() for norm in params.get(NORMS_PARAM, "").split(",") if norm.strip()))
+    for norm in norms:
+        if norm not in NORMS:
+            warnings.append(f"{NORMS_PARAM}: {plain(norm)} is not a norm (norms: {', '.join(NORMS)})")
+    try:
+        config = preset.config.replace(**changes)
+    except ValueError as error:  # each setting was valid alone, not together (instancenorm on the MLP)
+        warnings.append(f"URL parameters: {plain(str(error))}; using the preset's settings")
+        config = preset.config
+    return Choice(preset, config, compare in TRUE, hidden, tuple(warnings),
+                  tuple(norm for norm in norms if norm in NORMS))
 
 
 def write_query(choice: Choice) -> dict[str, str]:
@@ -109,6 +137,8 @@ def write_query(choice: Choice) -> dict[str, str]:
         query["compare"] = "1"
     if choice.hidden:
         query["hide"] = ",".join(choice.hidden)
+    if choice.norms:
+        query[NORMS_PARAM] = ",".join(choice.norms)
     return query
 
 
@@ -135,8 +165,11 @@ def sidebar(marker: dict[str, str] | None = None) -> Choice:
     except ValueError as error:  # widgets stay inside LIMITS; this is a guard, shown not raised
         st.sidebar.error(str(error))
     preset = PRESETS[state.get(keys.PRESET, choice.preset.name)]
+    norms = tuple(state.get(keys.COMPARE_NORMS, choice.norms))
+    if norms == compared_norms(preset, config.norm):
+        norms = ()  # the preset's own set: not repeated in the URL
     new = Choice(preset, config, bool(state.get(keys.COMPARE, choice.compare)), choice.hidden,
-                 choice.warnings if config == choice.config else ())
+                 choice.warnings if config == choice.config else (), norms)
     state[keys.CHOICE] = new
     query = write_query(new) | (marker or {})
     if st.query_params.to_dict() != query:
@@ -173,7 +206,7 @@ def _apply_preset() -> None:
     state = st.session_state
     old: Choice = state[keys.CHOICE]
     state[keys.CHOICE] = Choice(PRESETS[state[keys.PRESET]], PRESETS[state[keys.PRESET]].config, old.compare, old.hidden)
-    for key in SETTINGS:
+    for key in (*SETTINGS, keys.COMPARE_NORMS):
         state.pop(key, None)
 
 
@@ -190,11 +223,28 @@ def _widgets(choice: Choice) -> dict:
         st.selectbox("Preset", tuple(PRESETS), key=keys.PRESET, on_change=_apply_preset,
                      help="\n".join(f"- **{p.name}**: {p.summary}" for p in PRESETS.values()))
     if show["norm"]:
-        st.radio("Normalization", NORMS, key="norm", format_func=NORM_LABELS.get, horizontal=True)
+        st.radio("Normalization", NORMS, key="norm", format_func=NORM_LABELS.get, horizontal=True,
+                 help="\n".join(f"- {explain.NORMS[norm]}" for norm in NORMS))
+        st.caption(explain.NORMS[state.norm])
     if show["norm_position"]:
-        st.radio("BN placement", NORM_POSITIONS, key="norm_position", horizontal=True,
+        st.radio("Norm placement", NORM_POSITIONS, key="norm_position", horizontal=True,
                  disabled=state.norm == "none" and not state[keys.COMPARE],
                  format_func=lambda p: f"{p} the activation")
+    if show["groups"] and (state.norm == "groupnorm" or state[keys.COMPARE]):
+        channels = CNN_FIRST_CHANNELS if cnn else state.width
+        st.select_slider("GroupNorm groups", sorted({g for g in range(1, channels + 1) if channels % g == 0}
+                                                    | {state.groups}), key="groups",
+                         help="Channels are split into this many groups; each example is normalized within each "
+                              "group. 1 group is LayerNorm, one per channel is InstanceNorm.")
+    if show["bn_momentum"] and (state.norm in RUNNING_STATS_NORMS or state[keys.COMPARE]):
+        _log_slider("BN running-average momentum", "bn_momentum", MOMENTA,
+                    help="How fast BatchNorm's running mean and variance (used in evaluation) follow the batches: "
+                         "torch's default is 0.1; a small value makes them lag behind training.")
+    if show["dropout"]:
+        st.select_slider("Dropout", sorted(set(DROPOUTS) | {state.dropout}), key="dropout",
+                         format_func=lambda v: f"{v:g}",
+                         help="Rate of the dropout at the end of every hidden block (after the activation and a "
+                              "norm placed after it); off in evaluation.")
     if show["activation"]:
         st.selectbox("Activation", ACTIVATIONS, key="activation")
     if show["init"]:
@@ -221,13 +271,24 @@ def _widgets(choice: Choice) -> dict:
     if show["steps"]:
         _log_slider("Steps", "steps", STEPS)
     if show["compare"]:
-        labels = " vs ".join(NORM_LABELS[n] for n in compared_norms(PRESETS[state[keys.PRESET]], state.norm))
+        default = compared_norms(PRESETS[state[keys.PRESET]], state.norm)
+        labels = " vs ".join(NORM_LABELS[n] for n in default)
         st.toggle("Compare side by side", key=keys.COMPARE, help=f"Runs {labels} with the same seed.")
+        if state[keys.COMPARE]:
+            if keys.COMPARE_NORMS not in state:
+                state[keys.COMPARE_NORMS] = list(choice.norms or default)
+            st.multiselect("Norms side by side", NORMS, key=keys.COMPARE_NORMS, format_func=NORM_LABELS.get,
+                           help="Paired: same seed, same data order, same initial weights; one colour scale and "
+                                "the same bins for all.")
+            left_out = [NORM_LABELS[n] for n in state[keys.COMPARE_NORMS] if not applicable(config, n)]
+            if left_out:
+                st.caption(f"Left out, as they do not apply to this network: {', '.join(left_out)} "
+                           "(InstanceNorm needs the CNN; GroupNorm's groups must divide the units).")
     preset = PRESETS[state[keys.PRESET]].config
     changed = any(show[key] and state[key] != getattr(preset, key) for key in ADVANCED)
     with st.expander("Advanced", expanded=changed):
         _advanced(show, state)
-    return {key: state[key] for key in SETTINGS if show[key]}
+    return {key: state[key] for key in SETTINGS if show[key] and key in state}
 
 
 def _advanced(show: dict, state) -> None:

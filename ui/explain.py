@@ -43,7 +43,13 @@ def saturation(activation: str) -> str:
 PERCENTILES = ("One fixed unit per layer, as in the BN paper's Figure 1(b, c): the line is the median of its "
                "input over a batch, the band the 15th to 85th percentile. Without BN it drifts as the "
                "layers below change; with BN it stays put.")
-LOSS = "Training loss per step and accuracy on held-out images the network never trains on."
+LOSS = ("Training loss per step and accuracy on held-out images the network never trains on (solid); dotted, the "
+        "accuracy on the training batches themselves. The distance between the two is the generalization gap.")
+TRAIN_EVAL = ("While training, BatchNorm normalizes with the batch's mean and variance; a trained network is "
+              "evaluated with running averages of them instead. Left: held-out accuracy both ways. Right: how "
+              "far each layer's batch mean is from its running mean, in running standard deviations. When the "
+              "running averages lag (a small momentum, small batches, a sudden change) the evaluated network is "
+              "not the one that trained; re-estimating them on training data is the usual remedy.")
 GRADIENTS = "Size of each layer's weight gradient (log scale): tiny means that layer has stopped learning."
 WHY_BN = ("**Why BN changes the picture.** Batch Normalization rescales each unit's input to mean 0 and "
           "variance 1 over the batch (then learns a scale and shift). Inputs stay in the range where the "
@@ -69,3 +75,22 @@ LANDSCAPE = ("Santurkar et al.'s landscape probe (2018, §3.2, Figure 4): every 
              "its gradient by a few step sizes. Loss range: how much the loss changes along that line. Gradient "
              "predictiveness: how far the gradient there is from the gradient here. Effective β-smoothness: that "
              "change per unit of distance moved. Lower is smoother: with BN all three should be smaller.")
+
+NORMS = {
+    "none": "No normalization: each layer receives whatever the layer below produces, so its inputs drift as "
+            "the weights below change.",
+    "batchnorm": "**BatchNorm** normalizes each unit over the examples in the batch (mean 0, variance 1, then a "
+                 "learned scale and shift). An example's output depends on the other examples in its batch: small "
+                 "batches give noisy statistics, and evaluation uses running averages instead of a batch.",
+    "noisy-batchnorm": "**Noisy BN** is BatchNorm followed by noise whose mean and spread change every step "
+                       "(Santurkar et al. 2018): it undoes BN's stable distribution on purpose.",
+    "noise": "**Noise only**: the same changing noise with no BatchNorm.",
+    "layernorm": "**LayerNorm** normalizes each example over all the units of its layer (Ba et al. 2016). Nothing "
+                 "is averaged over the batch, so it behaves the same at any batch size and in evaluation.",
+    "groupnorm": "**GroupNorm** normalizes each example over groups of channels (the *groups* setting; Wu & He "
+                 "2018): one group is LayerNorm, one per channel is InstanceNorm. It does not depend on the batch.",
+    "instancenorm": "**InstanceNorm** normalizes each channel of each example over its own pixels (Ulyanov et al. "
+                    "2016). CNN only: an MLP unit has a single value per example, nothing to average.",
+    "rmsnorm": "**RMSNorm** divides each example's units by their root mean square, without subtracting the mean "
+               "(Zhang & Sennrich 2019): LayerNorm's rescaling without its centring.",
+}

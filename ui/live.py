@@ -17,11 +17,11 @@ import time
 import plotly.graph_objects as go
 import streamlit as st
 
-from bnviz import figures, figures_landscape, runfile
+from bnviz import figures, figures_landscape, gapfigures, runfile
 from bnviz.reproduce import registry
 from bnviz.serve.settings import REFRESH_SECONDS
 from bnviz.snapshot import Snapshot
-from bnviz.style import NORM_LABELS
+from bnviz.style import NORM_LABELS, run_label
 from bnviz.views import column_budget, run_view
 from ui import actions, charts, explain, session
 from ui import state as keys
@@ -29,7 +29,7 @@ from ui.controls import Choice
 
 # Seconds between polls; idle and done: none. Training polls a little faster than twice a second
 # so that a slow refresh now and then still leaves two a second (benchmarks/bench_app.py).
-SLOW_FIGURES = ("saturation", "unit_percentiles", "grad_norms", "landscape")  # landscape: only runs that probe it
+SLOW_FIGURES = ("saturation", "unit_percentiles", "grad_norms", "landscape", "train_eval")  # the last two: only runs that have them
 SLOW_SECONDS = 1.0  # while training these redraw at most once a second: Streamlit redraws a changed chart
 #                     from scratch, and the browser's drawing was the bottleneck (benchmarks/bench_app.py)
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -114,14 +114,29 @@ def _live(expected: str, choice: Choice, box, line) -> None:
     if "landscape" in drawn:
         charts.chart("landscape", drawn["landscape"], config, live=training)
         st.caption(explain.LANDSCAPE)
+    if "train_eval" in drawn:
+        _train_eval(drawn["train_eval"], config, training, entry, current)
     if current in ("paused", "done", "idle"):
         _downloads(snapshots, drawn)
+
+
+def _train_eval(figure, config, training: bool, entry, current: str) -> None:
+    """BN's train/eval gap, and the remedy as a button whose effect the figure then shows."""
+    charts.chart("train-eval", figure, config, live=training)
+    st.caption(explain.TRAIN_EVAL)
+    if entry is not None and current in ("running", "paused"):
+        if st.button("Re-estimate BN's running statistics on training data", key=keys.REESTIMATE,
+                     help="Replaces every BatchNorm's running mean and variance by those of 2,000 training images; "
+                          "held-out accuracy in evaluation mode is measured just before and after."):
+            for trainer in entry.trainers:
+                trainer.reestimate()
+            st.toast("Re-estimating: the diamond on the left chart shows the accuracy before → after.")
 
 
 def _progress(snapshots) -> None:
     """One line per run: 'step N of M · X steps/s · state', and the run's own words if it failed."""
     for snapshot in snapshots:
-        title = NORM_LABELS[snapshot.config.norm] if len(snapshots) > 1 else ""
+        title = run_label(snapshot.config.norm, snapshot.config.dropout) if len(snapshots) > 1 else ""
         rate = f"{snapshot.steps_per_second:.0f} steps/s · " if snapshot.status == "running" else ""
         line = f"step {snapshot.step} of {snapshot.config.steps} · {rate}{snapshot.status}"
         st.markdown(f"**{title}** · {line}" if title else f"**{line}**")
@@ -204,6 +219,8 @@ def _figures(snapshots, upto, kind, choice: Choice, training: bool) -> dict[str,
                      grad_norms=figures.grad_norms(views, uirevision=revision))
         if figures_landscape.has_landscape(views):
             drawn["landscape"] = figures_landscape.landscape(views, uirevision=revision)
+        if gapfigures.has_gap(views):
+            drawn.update(train_eval=gapfigures.train_eval(views, uirevision=revision))
         built = now
     state[keys.DRAWN] = (scene, versions, drawn, built)
     return drawn
@@ -224,10 +241,10 @@ def _downloads(snapshots, drawn) -> None:
     for i, snapshot in enumerate(snapshots):
         name = f"bnviz-{snapshot.config.norm}-seed{snapshot.config.seed}"
         columns[2 * i].download_button(
-            f"Run JSON ({NORM_LABELS[snapshot.config.norm]})", lambda s=snapshot: _run_json(s),
+            f"Run JSON ({run_label(snapshot.config.norm, snapshot.config.dropout)})", lambda s=snapshot: _run_json(s),
             file_name=f"{name}.json", mime="application/json", on_click="ignore", key=f"{keys.JSON_DOWNLOAD}{i}")
         columns[2 * i + 1].download_button(
-            f"CSV ({NORM_LABELS[snapshot.config.norm]})", lambda s=snapshot: runfile.to_csv(s),
+            f"CSV ({run_label(snapshot.config.norm, snapshot.config.dropout)})", lambda s=snapshot: runfile.to_csv(s),
             file_name=f"{name}.csv", mime="text/csv", on_click="ignore", key=f"{keys.CSV_DOWNLOAD}{i}")
     columns[-1].download_button("Figures (HTML)", lambda d=drawn: _html(d), file_name="bnviz-figures.html",
                                 mime="text/html", on_click="ignore", key=keys.HTML_DOWNLOAD)

@@ -20,6 +20,7 @@ REFUSED = "refused"  # why the last Start was refused (beyond the budget), shown
 CHOICE = "choice"  # ui.controls.Choice: preset, config, compare, hidden controls
 PRESET = "preset"  # the preset selectbox
 COMPARE = "compare"  # the "Compare side by side" toggle
+COMPARE_NORMS = "compare_norms"  # the norms compared side by side (a multiselect)
 
 # The live view
 LAST = "last"  # the snapshots drawn last (a tuple of bnviz.snapshot.Snapshot)
@@ -30,6 +31,7 @@ SCRUB_TOP = "scrub_top"  # the newest step when the slider was last drawn
 SCRUB_FOLLOW = "scrub_follow"  # the slider follows the newest step until the user drags it back
 DRAWN = "drawn"  # (scene, versions, figures, when the slow ones were built): figures reused across reruns
 RESTART = "restart"  # the "Restart with the new settings" button
+REESTIMATE = "reestimate"  # the "Re-estimate BN's running statistics" button
 
 # The trainability map view (ui.map_view)
 MAP = "map-"  # + a map's name: its chart's selection (the clicked cell)

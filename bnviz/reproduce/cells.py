@@ -68,6 +68,7 @@ class Cell:
     #                                tanh) or dead (ReLU family) fraction; NaN where undefined (linear)
     grad_norms_start: tuple[float, ...]  # per hidden layer, the weight gradient's norm at the first recorded
     #                                      step: exploding gradients at initialization show here (Yang et al. 2019)
+    train_accuracy: tuple[float, ...] = ()  # at accuracy_steps: the training batches' accuracy since the evaluation before
     seconds: float = field(default=math.nan, compare=False)  # training wall time in its worker, start-up included
 
     @property
@@ -110,6 +111,7 @@ class Cell:
                    step=int(values["step"]), accuracy_steps=tuple(int(s) for s in values["accuracy_steps"]),
                    accuracy=floats("accuracy"), final_loss=_float(values["final_loss"]),
                    saturation=floats("saturation"), grad_norms_start=floats("grad_norms_start"),
+                   train_accuracy=floats("train_accuracy") if "train_accuracy" in values else (),
                    seconds=_float(values.get("seconds")))
 
 
@@ -170,6 +172,7 @@ def summarize(snapshot, seconds: float = math.nan) -> Cell:
         final_loss=float(loss[-1]) if len(loss) and snapshot.status != "diverged" else math.nan,
         saturation=tuple(float(v) for v in saturation[-1]) if len(saturation) else (math.nan,) * layers,
         grad_norms_start=tuple(float(v) for v in grad[0]) if len(grad) else (math.nan,) * layers,
+        train_accuracy=tuple(float(a) for a in snapshot.train_accuracy),
         seconds=seconds,
     )
 

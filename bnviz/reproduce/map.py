@@ -180,7 +180,16 @@ def named_map(name: str, steps: int = 1000, lr_count: int = 9, other_count: int 
             base = base.replace(activation="relu", init="kaiming-normal")
             note = "learning rate x depth, a ReLU MLP with He (kaiming-normal) init"
         return MapSpec(name, base, lr_grid(lr_count), depth_grid(other_count), preset="deep-sigmoid", note=note)
+    if name == "wu-he-batch":  # Wu & He 2018, Figure 1: error against batch size, BN vs GN vs LN
+        return MapSpec(name, cell_base(get_preset(name).config, steps), parse_axis("batch_size=2,4,8,16,32,64"), None,
+                       Axis("norm", ("batchnorm", "groupnorm", "layernorm")), preset=name,
+                       note="batch size 2 to 64, the fastai chapter's CNN with BN, GroupNorm and LayerNorm")
+    if name == "bn-regularizer":  # none, dropout, BN, BN + dropout on three seeds: the generalization gap
+        return MapSpec(name, cell_base(get_preset(name).config, steps), parse_axis("dropout=0,0.5"),
+                       parse_axis("seed=0,1,2"), preset=name,
+                       note="dropout 0 and 0.5, with and without BN, three seeds: a net that overfits 8,000 images")
     raise ValueError(f"unknown map {name!r}; maps: {', '.join(MAP_NAMES)}")
 
 
-MAP_NAMES = ("ioffe-fig1", "deep-sigmoid", "deep-relu")
+MAP_NAMES = ("ioffe-fig1", "deep-sigmoid", "deep-relu", "wu-he-batch", "bn-regularizer")
+STEPS = {"wu-he-batch": 1000, "bn-regularizer": 6000}  # steps per cell these maps are meant for (the CLI's default is 1000)

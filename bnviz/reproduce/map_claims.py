@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from bnviz.reproduce import norm_claims
 from bnviz.reproduce.map_data import MapData
 
 Verdict = str  # "reproduced", "within noise" or "not reproduced"
@@ -182,7 +183,10 @@ Claim = Callable[[MapData], "tuple[Verdict, str]"]
 
 
 def claims_for(data: MapData) -> tuple[Claim, ...]:
-    """The claims that make sense for this map's axes."""
+    """The claims that make sense for this map's axes (the norms' maps: bnviz.reproduce.norm_claims)."""
+    special = norm_claims.claims_for(data)
+    if special:
+        return special
     if not {BN, PLAIN} <= set(data.spec.vary.values) or data.spec.vary.name != "norm":
         return ()
     claims: list[Claim] = [trains_in_more_cells, ends_higher]

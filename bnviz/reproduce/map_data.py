@@ -37,6 +37,7 @@ class MapData:
     last_saturation: np.ndarray  # the last hidden layer's
     grad_ratio: np.ndarray  # first hidden layer's weight-gradient norm / last one's, at the first step
     layer_saturation: tuple = field(default=(), compare=False)  # per cell, every layer's (ragged on depth maps)
+    train_accuracy: np.ndarray | None = field(default=None, compare=False)  # the training batches' at the end; NaN if unknown
 
     @property
     def diverged(self) -> np.ndarray:
@@ -72,6 +73,8 @@ class MapData:
             last_saturation=grid([c.saturation[-1] for c in cells]),
             grad_ratio=grid([ratio(c) for c in cells]),
             layer_saturation=tuple(tuple(round(v, 4) for v in c.saturation) for c in cells),
+            train_accuracy=grid([c.train_accuracy[-1] if c.train_accuracy and not c.diverged else math.nan
+                                 for c in cells]),
         )
 
     def to_dict(self) -> dict:
@@ -85,6 +88,8 @@ class MapData:
                           "saturation": _round(sat), "last_saturation": _round(last), "grad_ratio": _round(g),
                           "layer_saturation": [_round(v) for v in self.layer_saturation[i]]
                           if self.layer_saturation else []})
+            if self.train_accuracy is not None:
+                cells[-1]["train_accuracy"] = _round(float(self.train_accuracy.ravel()[i]))
         return {"format": FORMAT, "spec": self.spec.to_dict(), "cells": cells}
 
     @classmethod
@@ -105,7 +110,9 @@ class MapData:
                    steps_to=grid("steps_to"), saturation=grid("saturation"), last_saturation=grid("last_saturation"),
                    grad_ratio=grid("grad_ratio"),
                    layer_saturation=tuple(tuple(math.nan if v is None else float(v) for v in c.get("layer_saturation", ()))
-                                          for c in cells))
+                                          for c in cells),
+                   train_accuracy=np.asarray([math.nan if c.get("train_accuracy") is None else float(c["train_accuracy"])
+                                              for c in cells]).reshape(spec.shape))
 
     def write(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), allow_nan=False, separators=(",", ":")), encoding="utf-8")

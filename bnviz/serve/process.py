@@ -36,7 +36,7 @@ _CONTEXT = multiprocessing.get_context("forkserver") if AVAILABLE else None
 # otherwise, as multiprocessing does), then a warm torch, the default data and the trainer.
 # The parent never imports torch for its runs: a web server whose runs are processes saves it.
 PRELOAD = ["__main__", "bnviz.serve.warm", "bnviz.trainer", "bnviz.serve.process"]
-COMMANDS = ("pause", "resume", "step", "stop", "set_lr")  # the Trainer methods a parent may call
+COMMANDS = ("pause", "resume", "step", "stop", "set_lr", "reestimate")  # the Trainer methods a parent may call
 PROCESS_NAME = b"bnviz-run"  # the child's name in ps and /proc, so a server's runs can be counted
 # A run yields the CPU to the web server first: at full priority, four runs on two cores made a
 # class's refreshes twice as slow (README, "A class at once"). Training takes what the pages leave.
@@ -90,6 +90,10 @@ class TrainerProcess:
     def set_lr(self, lr: float) -> None:
         """Change the learning rate from the next step on; it is marked on the timeline."""
         self._send("set_lr", checked_lr(lr))
+
+    def reestimate(self) -> None:
+        """Re-estimate BN's running statistics on training data (``Trainer.reestimate``)."""
+        self._send("reestimate")
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the run to end and its last snapshot to arrive; True if it has."""
