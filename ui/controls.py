@@ -99,7 +99,7 @@ def read_query(params: dict[str, str], repeated: dict[str, list[str]] | None = N
             warnings.append(f"URL parameter {plain(key)} is not a setting; ignored")
             continue
         try:
-            changes[key] = getattr(RunConfig.from_query({key: text}), key)
+            changes[key] = getattr(RunConfig.from_dict({**preset.config.to_dict(), key: text}), key)  # in the preset's context
         except ValueError as error:
             fallback = getattr(preset.config, key)
             warnings.append(f"URL parameter {key}: {plain(str(error))}; using {plain(str(fallback))}")
