@@ -24,12 +24,83 @@ import math
 import torch
 from torch import nn
 
+from bnviz.history import Series
 from bnviz.model import Network
 
 RUNNING_FIELDS = ("running_mean", "batch_mean", "running_var", "batch_var", "mean_gap", "var_ratio")
 REESTIMATE_EXAMPLES = 2000  # training images whose statistics replace the running averages
 REESTIMATE_CHUNK = 500  # images per forward pass while re-estimating: a population estimate, not a batch's
 EVAL_CHUNK = 1000  # held-out examples per forward pass in evaluation mode
+TRAIN_FOLD = 128  # training batches' logits kept before their correct answers are counted: bounds the memory
+MAX_REESTIMATES = 100  # re-estimations kept (each is a click)
+
+
+class Evaluations:
+    """What a run measures at its evaluations, in bounded memory (``bnviz.history.Series``).
+
+    Per step the trainer hands over the training batch's logits (``train_batch``: a list
+    append; every TRAIN_FOLD batches they are counted in one pass), so training accuracy costs
+    no forward pass. At each evaluation (``evaluate``): held-out accuracy in evaluation mode,
+    the training batches' accuracy since the evaluation before, and for a net with BatchNorm
+    held-out accuracy with batch statistics and ``running_vs_batch`` on the latest batch.
+    """
+
+    def __init__(self, network: Network):
+        self.has_running_stats = bool(batch_norms(network))
+        self.layers = len(network.blocks)
+        self.accuracy = Series(3)  # held out (evaluation mode), training batches, held out with batch statistics
+        self.running = Series(self.layers * len(RUNNING_FIELDS)) if self.has_running_stats else None
+        self.reestimates: list[tuple[int, float, float]] = []  # (step, accuracy before, after)
+        self._train: list[tuple[torch.Tensor, torch.Tensor]] = []  # (logits, labels) not yet counted
+        self._correct = self._seen = 0
+
+    def train_batch(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Keep a training step's logits (batch, classes) and labels (batch,) for its accuracy."""
+        self._train.append((logits.detach(), labels))
+        if len(self._train) == TRAIN_FOLD:
+            self._fold()
+
+    def _fold(self) -> None:
+        if self._train:
+            logits = torch.cat([pair[0] for pair in self._train])
+            labels = torch.cat([pair[1] for pair in self._train])
+            self._correct += int((logits.argmax(1) == labels).sum())
+            self._seen += len(labels)
+            self._train.clear()
+
+    def evaluate(self, network: Network, step: int, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                 last_batch: torch.Tensor | None) -> None:
+        """Measure everything on held-out (x, y) after ``step`` steps; ``last_batch`` is the latest training batch."""
+        test = eval_accuracy(network, x, y)  # BN on its running statistics, as at test time
+        self._fold()
+        train = self._correct / self._seen if self._seen else math.nan
+        self._correct = self._seen = 0
+        batch = math.nan
+        if self.has_running_stats:
+            batch = batch_stats_accuracy(network, x, y, batch_size)
+            if last_batch is not None:
+                self.running.add(step, running_vs_batch(network, last_batch).flatten().numpy())
+        self.accuracy.add(step, [test, train, batch])
+
+    def reestimate(self, network: Network, step: int, x: torch.Tensor, y: torch.Tensor, train_x: torch.Tensor) -> None:
+        """The remedy, measured: evaluation-mode accuracy on (x, y) before and after ``reestimate``."""
+        if not self.has_running_stats or len(self.reestimates) >= MAX_REESTIMATES:
+            return
+        before = eval_accuracy(network, x, y)
+        reestimate(network, train_x)
+        self.reestimates.append((step, before, eval_accuracy(network, x, y)))
+
+    def snapshot_fields(self) -> dict:
+        """The Snapshot's fields for all of the above (copies: the series thin in place)."""
+        steps, values = self.accuracy.arrays()
+        fields = dict(accuracy_steps=steps, accuracy=values[:, 0], train_accuracy=values[:, 1],
+                      batch_accuracy=values[:, 2] if self.has_running_stats else values[:0, 2],
+                      reestimates=tuple(self.reestimates))
+        if self.running is not None:
+            running_steps, running = self.running.arrays()
+            fields.update(running_steps=running_steps,
+                          running_stats=running.reshape(len(running_steps), self.layers, len(RUNNING_FIELDS)))
+        return fields
 
 
 def batch_norms(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

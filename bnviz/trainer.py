@@ -18,9 +18,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from bnviz import evaluation, landscape
+from bnviz import landscape
 from bnviz.config import RunConfig, checked_lr
 from bnviz.data import BatchStream, load_dataset
+from bnviz.evaluation import Evaluations
 from bnviz.history import History, Series
 from bnviz.model import build_model
 from bnviz.optim import build_optimizer, onecycle_factor, onecycle_momentum, set_momentum
@@ -29,9 +30,7 @@ from bnviz.snapshot import Snapshot
 from bnviz.stats import post_edges, pre_edges
 
 PUBLISH_INTERVAL = 0.2  # seconds between snapshots at most: a step reaches the screen well within a second
-TRAIN_FOLD = 128  # training batches' logits kept before their correct answers are counted: bounds the memory
 MAX_LR_EVENTS = 1000  # live learning-rate changes kept for the timeline
-MAX_REESTIMATES = 100  # re-estimations of BN's running statistics kept (each is a click)
 
 
 class Trainer:
@@ -48,7 +47,6 @@ class Trainer:
         self._stop_requested = False
         self._pending_lr: float | None = None
         self._reestimate_requested = False
-        self._reestimates: list[tuple[int, float, float]] = []
         self._base_lr = config.lr
         self._lr_events: list[tuple[int, float]] = []
         self._snapshot = Snapshot(config=config, lr=config.lr)
@@ -118,11 +116,7 @@ class Trainer:
         torch.set_num_threads(1)  # one core per run: many sessions share the machine
         status, message = "error", "the trainer ended unexpectedly"
         self._history = History()
-        self._has_running_stats = False
-        self._accuracy = Series(3)  # held-out accuracy (evaluation mode), training accuracy, held-out with batch statistics
-        self._running = None  # Series of bnviz.evaluation.running_vs_batch per evaluation, for nets with BN
-        self._train_logits: list[tuple[torch.Tensor, torch.Tensor]] = []  # (logits, labels) not yet counted
-        self._train_counts = [0, 0]  # correct, seen since the last evaluation
+        self._evaluations = None  # bnviz.evaluation.Evaluations, once the network exists
         self._landscape = Series(3)
         self._step = 0
         self._last_eval = -1
@@ -153,9 +147,7 @@ class Trainer:
         self._stream = BatchStream(self._dataset, config.batch_size, config.seed)
         self._probe = ActivationProbe(self._network, config.activation, config.batch_size, self._dataset.input_shape)
         self._layer_names = tuple(self._network.layer_names())
-        self._has_running_stats = bool(evaluation.batch_norms(self._network))
-        if self._has_running_stats:
-            self._running = Series(len(self._layer_names) * len(evaluation.RUNNING_FIELDS))
+        self._evaluations = Evaluations(self._network)
         self._last_batch = None
         self._pre_edges = pre_edges(config.activation)
         self._post_edges = post_edges(config.activation)
@@ -204,16 +196,9 @@ class Trainer:
             self._publish("paused" if self._paused else "running", "")
 
     def _reestimate(self) -> None:
-        """The remedy for a train/eval gap, measured: evaluation-mode accuracy before and after."""
-        if not self._has_running_stats or len(self._reestimates) >= MAX_REESTIMATES:
-            return
+        """The remedy for a train/eval gap (``Evaluations.reestimate``), between two steps."""
         self._probe.recording = False
-        x, y = self._held_out()
-        before = evaluation.eval_accuracy(self._network, x, y)
-        evaluation.reestimate(self._network, self._dataset.train_x)
-        after = evaluation.eval_accuracy(self._network, x, y)
-        with self._lock:
-            self._reestimates.append((self._step, before, after))
+        self._evaluations.reestimate(self._network, self._step, *self._held_out(), self._dataset.train_x)
 
     def _train_step(self) -> float:
         """One optimizer step; returns its loss (NaN/Inf means the run diverged)."""
@@ -247,22 +232,11 @@ class Trainer:
         if config.landscape_every and self._step % config.landscape_every == 0:
             probe.recording = False
             self._landscape.add(self._step, landscape.measure(self._network, x, y, lr))
-        self._train_logits.append((logits.detach(), y))  # training accuracy from these logits: no extra forward pass
-        if len(self._train_logits) == TRAIN_FOLD:
-            self._fold_train_accuracy()
+        self._evaluations.train_batch(logits, y)  # training accuracy from these logits: no extra forward pass
         self._last_batch = x
         self._optimizer.step()
         self._evaluate_if_due()
         return value
-
-    def _fold_train_accuracy(self) -> None:
-        """Count the kept training batches' correct answers in one pass, and let them go."""
-        if self._train_logits:
-            logits = torch.cat([pair[0] for pair in self._train_logits])
-            labels = torch.cat([pair[1] for pair in self._train_logits])
-            self._train_counts[0] += int((logits.argmax(1) == labels).sum())
-            self._train_counts[1] += len(labels)
-            self._train_logits.clear()
 
     def _lr_at(self, step: int) -> float:
         if self.config.schedule == "constant":
@@ -275,19 +249,8 @@ class Trainer:
             return
         self._last_eval = self._step
         self._probe.recording = False
-        network = self._network
-        x, y = self._held_out()
-        test = evaluation.eval_accuracy(network, x, y)  # BN uses its running statistics, as at test time
-        self._fold_train_accuracy()
-        correct, seen = self._train_counts
-        train = correct / seen if seen else math.nan  # the training batches since the last evaluation
-        self._train_counts = [0, 0]
-        batch = math.nan
-        if self._has_running_stats:
-            batch = evaluation.batch_stats_accuracy(network, x, y, self.config.batch_size)
-            if self._last_batch is not None:
-                self._running.add(self._step, evaluation.running_vs_batch(network, self._last_batch).flatten().numpy())
-        self._accuracy.add(self._step, [test, train, batch])
+        self._evaluations.evaluate(self._network, self._step, *self._held_out(), self.config.batch_size,
+                                   self._last_batch)
 
     def _held_out(self) -> tuple[torch.Tensor, torch.Tensor]:
         data = self._dataset
@@ -299,13 +262,11 @@ class Trainer:
             self._history.add(stats)
 
     def _publish(self, status: str, message: str) -> None:
-        accuracy_steps, accuracy = self._accuracy.arrays()
         landscape_steps, landscape_values = self._landscape.arrays()
-        running_steps, running = self._running.arrays() if self._running is not None else (None, None)
         with self._lock:
             lr_events = tuple(self._lr_events)
-            reestimates = tuple(self._reestimates)
         previous = self._snapshot
+        measured = self._evaluations.snapshot_fields() if self._evaluations is not None else {}
         self._snapshot = Snapshot(
             config=self.config,
             status=status,
@@ -319,17 +280,10 @@ class Trainer:
             stride=self._history.stride,
             lr=self._lr_at(min(self._step, self.config.steps - 1)),
             columns=MappingProxyType(self._history.columns()),
-            accuracy_steps=accuracy_steps,
-            accuracy=accuracy[:, 0],
-            train_accuracy=accuracy[:, 1],
-            batch_accuracy=accuracy[:, 2] if self._has_running_stats else accuracy[:0, 2],
-            running_stats=(running.reshape(len(running_steps), len(self._layer_names), len(evaluation.RUNNING_FIELDS))
-                           if running is not None else previous.running_stats),
-            running_steps=running_steps if running_steps is not None else previous.running_steps,
-            reestimates=reestimates,
             lr_events=lr_events,
             landscape_steps=landscape_steps,
             landscape=landscape_values,
+            **measured,
         )
         with self._published:
             self._published.notify_all()

@@ -40,8 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="an axis (repeat for two): LO:HI:N log-spaced for real settings, linear for whole "
                              "numbers, or V1,V2,...; the first is the columns, the second the rows "
                              "(default: the preset's shipped map, 9 x 9)")
-    parser.add_argument("--vary", default="norm=none,batchnorm", metavar="KEY=V1,V2",
-                        help="the setting paired across the grid (default norm=none,batchnorm)")
+    parser.add_argument("--vary", metavar="KEY=V1,V2",
+                        help="the setting paired across the grid (default: the shipped map's, else norm=none,batchnorm)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change the base (repeatable)")
     parser.add_argument("--steps", type=int, default=1000, help="training steps per cell (default 1000)")
     parser.add_argument("--threshold", type=float, default=THRESHOLD,
@@ -84,7 +84,8 @@ def spec_from(args: argparse.Namespace):
     changes = parse_settings(args.set)
     base = RunConfig.from_dict({**spec.base.to_dict(), **changes}) if changes else spec.base
     axes = [parse_axis(text) for text in args.grid] or [spec.x] + ([spec.y] if spec.y else [])
-    return MapSpec(spec.name, base, axes[0], axes[1] if len(axes) > 1 else None, parse_axis(args.vary),
+    vary = parse_axis(args.vary) if args.vary else spec.vary  # wu-he-batch varies BN, GroupNorm and LayerNorm
+    return MapSpec(spec.name, base, axes[0], axes[1] if len(axes) > 1 else None, vary,
                    threshold=args.threshold, preset=spec.preset, note=spec.note)
 
 
