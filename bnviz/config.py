@@ -59,7 +59,7 @@ class RunConfig:
     depth: int = 3  # hidden layers; the BN paper's Figure 1 uses 3
     width: int = 100  # units per hidden layer; Figure 1 uses 100
     activation: str = "sigmoid"  # the paper's choice, and the one that saturates visibly
-    norm: str = "none"  # "batchnorm", "noisy-batchnorm" or "noise" alone (Santurkar et al. 2018)
+    norm: str = "none"  # the paper compares none and "batchnorm"; NORMS lists the others (bnviz.model, bnviz.norms)
     norm_position: str = "before"  # the paper normalizes x = Wu + b, then applies the nonlinearity
     groups: int = 4  # groupnorm: channel groups; divides the CNN's 8..64 channels and width 100 (Wu & He use 32)
     dropout: float = 0.0  # rate of nn.Dropout at the end of every hidden block (after activation and norm); 0 = none

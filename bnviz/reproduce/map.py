@@ -183,7 +183,7 @@ def named_map(name: str, steps: int = 1000, lr_count: int = 9, other_count: int 
     if name == "wu-he-batch":  # Wu & He 2018, Figure 1: error against batch size, BN vs GN vs LN
         return MapSpec(name, cell_base(get_preset(name).config, steps), parse_axis("batch_size=2,4,8,16,32,64"), None,
                        Axis("norm", ("batchnorm", "groupnorm", "layernorm")), preset=name,
-                       note="batch size 2 to 64, the fastai chapter's CNN with BN, GroupNorm and LayerNorm")
+                       note="batch size 2 to 64, a 3x100 ReLU MLP with BN, GroupNorm and LayerNorm")
     if name == "bn-regularizer":  # none, dropout, BN, BN + dropout on three seeds: the generalization gap
         return MapSpec(name, cell_base(get_preset(name).config, steps), parse_axis("dropout=0,0.5"),
                        parse_axis("seed=0,1,2"), preset=name,
