@@ -98,8 +98,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="bn-eval-pitfall",
-            summary="BN's train/eval pitfall: running averages that lag behind training make the evaluated "
-                    "network worse than the trained one; re-estimating them on training data is the remedy.",
+            summary="BN's train/eval pitfall: lagging running averages; re-estimating them on training data fixes it.",
             config=RunConfig(norm="batchnorm", bn_momentum=0.001, steps=1500, eval_every=100),
             published="A BN network is evaluated with population statistics estimated while training; with "
                       "an exponential moving average they can be far from the network's true statistics "
@@ -112,8 +111,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="wu-he-batch",
-            summary="GroupNorm's headline: BN gets worse as the batch shrinks toward 2; GroupNorm and LayerNorm "
-                    "do not depend on the batch.",
+            summary="Wu & He: BN gets worse as the batch shrinks to 2; GroupNorm and LayerNorm do not.",
             config=RunConfig(activation="relu", norm="batchnorm", init="kaiming-normal", lr=0.05, batch_size=2,
                              steps=1000, eval_every=100),
             published="ResNet-50 on ImageNet, Figure 1: BN's error rises from 23.6% at 32 images per batch to "
@@ -128,8 +126,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="bn-regularizer",
-            summary="BN as a regularizer? A net that overfits the bundled 8,000 images, with and without BN "
-                    "and dropout: compare the gap between training and test accuracy.",
+            summary="BN as a regularizer? None, dropout, BN, BN + dropout on a net that overfits 8,000 images.",
             config=RunConfig(activation="relu", init="kaiming-normal", depth=3, width=256, lr=0.05,
                              steps=6000, eval_every=500),
             published="\"Batch Normalization also acts as a regularizer, in some cases eliminating the need "

@@ -67,7 +67,7 @@ def test_presets_lists_every_preset(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--set", "depth=x"], "bnviz: error: depth must be a whole number (got 'x')"),
     (["--set", "colour=red"], "bnviz: error: unknown setting 'colour'"),
-    (["--set", "norm=layernorm"], "bnviz: error: norm must be one of none, batchnorm"),
+    (["--set", "norm=weightnorm"], "bnviz: error: norm must be one of none, batchnorm"),
     (["--set", "steps=0"], "bnviz: error: steps must be between 1 and 200000 (got 0)"),
     (["--set", "depth"], "bnviz: error: --set expects KEY=VALUE (got 'depth')"),
     (["--preset", "resnet"], "bnviz: error: unknown preset 'resnet'"),
