@@ -3,8 +3,9 @@
 Left, held-out accuracy as a deployed model sees it (evaluation mode: BN's running averages,
 solid) against the same images normalized with batch statistics as in training (dashed);
 a diamond marks each re-estimation of the running statistics (accuracy before -> after).
-Right, per hidden layer, how far the latest training batch's mean is from BN's running mean,
-in running standard deviations (``bnviz.evaluation.running_vs_batch``, the mean gap). Only
+Middle, per hidden layer, how far the latest training batch's mean is from BN's running mean,
+in running standard deviations; right, its variance over the running variance (1: they
+agree), both from ``bnviz.evaluation.running_vs_batch``. Only
 runs with BatchNorm have either; the per-example norms evaluate as they train.
 """
 
@@ -17,7 +18,7 @@ from bnviz.figures import _figure, _Grid, _layer_label, layer_colors
 from bnviz.style import run_color, run_label
 from bnviz.views import RunView
 
-MEAN_GAP = 4  # bnviz.evaluation.RUNNING_FIELDS.index("mean_gap")
+MEAN_GAP, VAR_RATIO = 4, 5  # bnviz.evaluation.RUNNING_FIELDS.index("mean_gap"), ("var_ratio")
 DASHES = ("solid", "dash", "dot", "dashdot")  # per run in the gap panel; colour is the layer
 
 
@@ -28,7 +29,7 @@ def has_gap(views: list[RunView]) -> bool:
 
 def train_eval(views: list[RunView], uirevision: str = "train-eval") -> go.Figure:
     """Held-out accuracy in both of BN's modes (left) and each layer's running-vs-batch mean gap (right)."""
-    grid = _Grid(1, 2, col_gap=0.1)
+    grid = _Grid(1, 3, col_gap=0.08)
     data = []
     for index, view in enumerate(v for v in views if len(v.batch_accuracy) or len(v.running_steps)):
         steps = view.accuracy_steps.astype(np.int32)
@@ -51,12 +52,17 @@ def train_eval(views: list[RunView], uirevision: str = "train-eval") -> go.Figur
             gap = view.running_stats[:, layer, MEAN_GAP].astype(np.float32)
             if not np.isfinite(gap).any():
                 continue
+            line = dict(color=colors[layer], width=2, dash=DASHES[index % len(DASHES)])
             data.append(dict(type="scatter", mode="lines", x=running_steps, y=gap, xaxis="x2", yaxis="y2",
-                             name=f"{title}: {_layer_label(name)}",
-                             line=dict(color=colors[layer], width=2, dash=DASHES[index % len(DASHES)])))
-    layout = grid.layout(views, titles=["held-out accuracy: evaluation mode vs batch statistics",
-                                        "batch mean vs running mean (running stds)"], share_y="")
+                             name=f"{title}: {_layer_label(name)}", legendgroup=f"{title}{name}", line=line))
+            data.append(dict(type="scatter", mode="lines", x=running_steps, xaxis="x3", yaxis="y3",
+                             y=view.running_stats[:, layer, VAR_RATIO].astype(np.float32), showlegend=False,
+                             name=f"{title}: {_layer_label(name)}", legendgroup=f"{title}{name}", line=line))
+    layout = grid.layout(views, titles=["held-out accuracy: evaluation vs batch statistics",
+                                        "batch mean - running mean (running stds)",
+                                        "batch variance / running variance"], share_y="")
     layout["yaxis"]["tickformat"] = ".0%"
     layout["yaxis2"]["rangemode"] = "tozero"
+    layout["yaxis3"]["type"] = "log"
     layout.update(height=320, uirevision=uirevision, legend=dict(orientation="h", y=-0.3, x=0))
     return _figure(data, layout)

@@ -46,8 +46,9 @@ PERCENTILES = ("One fixed unit per layer, as in the BN paper's Figure 1(b, c): t
 LOSS = ("Training loss per step and accuracy on held-out images the network never trains on (solid); dotted, the "
         "accuracy on the training batches themselves. The distance between the two is the generalization gap.")
 TRAIN_EVAL = ("While training, BatchNorm normalizes with the batch's mean and variance; a trained network is "
-              "evaluated with running averages of them instead. Left: held-out accuracy both ways. Right: how "
-              "far each layer's batch mean is from its running mean, in running standard deviations. When the "
+              "evaluated with running averages of them instead. Left: held-out accuracy both ways. Middle and "
+              "right: how far each layer's batch mean is from its running mean (in running standard deviations) "
+              "and its batch variance over its running variance. When the "
               "running averages lag (a small momentum, small batches, a sudden change) the evaluated network is "
               "not the one that trained; re-estimating them on training data is the usual remedy.")
 GRADIENTS = "Size of each layer's weight gradient (log scale): tiny means that layer has stopped learning."
