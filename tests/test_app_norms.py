@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from ui import explain, session
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
+HEARTBEAT = 10.0  # seconds between reruns while a test waits: well inside the pool's idle timeout
 
 
 @pytest.fixture
@@ -37,10 +38,16 @@ def app():
         assert trainer.join(30), "a trainer did not stop"
 
 
-def wait_for(condition, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
+def wait_for(condition, at: AppTest | None = None, timeout: float = 600.0) -> None:
+    """Wait until ``condition()``; rerunning ``at`` every HEARTBEAT seconds, as a page's polling would:
+    the pool stops a tab's runs when nothing has asked for them for a while (a slow, busy machine)."""
+    deadline = last = time.monotonic()
+    deadline += timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
+        if at is not None and time.monotonic() - last > HEARTBEAT:
+            at.run()
+            last = time.monotonic()
         time.sleep(0.1)
 
 
@@ -53,14 +60,14 @@ def charts(at: AppTest) -> list[dict]:
 
 
 def test_compare_three_norms_side_by_side_paired_on_one_scale(app):
-    at = app(preset="ioffe-fig1", compare="1", norms="batchnorm,layernorm,rmsnorm", steps="200")
+    at = app(preset="ioffe-fig1", compare="1", norms="batchnorm,layernorm,rmsnorm", steps="100")
     assert at.multiselect(key="compare_norms").value == ["batchnorm", "layernorm", "rmsnorm"]
     at.button(key="start").click().run()
     entry = session.pool().get(at.session_state["owner"])
     assert [config.norm for config in entry.configs] == ["batchnorm", "layernorm", "rmsnorm"]
     first = entry.configs[0]
     assert all(config.replace(norm=first.norm) == first for config in entry.configs)  # paired: only the norm differs
-    wait_for(lambda: all(t.snapshot().done for t in entry.trainers))
+    wait_for(lambda: all(t.snapshot().done for t in entry.trainers), at)
     at.run()
     assert not at.exception
     heatmaps = charts(at)[0]
@@ -107,14 +114,14 @@ def test_the_pitfall_preset_reestimates_and_shows_the_effect(app):
     at = app(preset="bn-eval-pitfall", steps="200000")
     at.button(key="start").click().run()
     trainer = session.pool().get(at.session_state["owner"]).trainers[0]
-    wait_for(lambda: trainer.snapshot().step >= 200)
+    wait_for(lambda: trainer.snapshot().step >= 200, at)
     at.run()
     at.button(key="reestimate").click().run()
-    wait_for(lambda: len(trainer.snapshot().reestimates) == 1)
+    wait_for(lambda: len(trainer.snapshot().reestimates) == 1, at)
     step, before, after = trainer.snapshot().reestimates[0]
     assert after > before  # the running averages lag at momentum 0.001: re-estimating helps
     at.button(key="pause").click().run()
-    wait_for(lambda: trainer.snapshot().status == "paused")
+    wait_for(lambda: trainer.snapshot().status == "paused", at)
     at.run()
     gap = [chart for chart in charts(at) if any("re-estimated" in str(t.get("name")) for t in chart["data"])]
     assert gap and f"{before:.1%} → {after:.1%}" in json.dumps(gap[0], ensure_ascii=False)
