@@ -24,7 +24,7 @@ def app():
     made: list[AppTest] = []
 
     def make(**query) -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=60)
+        at = AppTest.from_file(APP, default_timeout=300)  # a shared, busy machine: a rerun that starts runs can take a minute
         for key, value in query.items():
             at.query_params[key] = value
         made.append(at)
