@@ -47,7 +47,7 @@ def map_charts(at: AppTest) -> list[dict]:
 
 
 def test_the_maps_ship_and_are_small():
-    assert set(SHIPPED) == {"ioffe-fig1", "deep-sigmoid", "deep-relu"}
+    assert set(SHIPPED) == {"ioffe-fig1", "deep-sigmoid", "deep-relu", "wu-he-batch", "bn-regularizer"}
     assert not shipped_maps()[1]
     for path in (Path(APP).parent / "assets" / "maps").glob("*.json"):
         assert path.stat().st_size < 100_000, f"{path.name}: shipped maps are small per-cell summaries"
