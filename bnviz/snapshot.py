@@ -50,6 +50,7 @@ class Snapshot:
     running_stats: np.ndarray = field(default_factory=_empty)  # (r, layers, 6) bnviz.evaluation.RUNNING_FIELDS; () without BN
     reestimates: tuple[tuple[int, float, float], ...] = ()  # (step, accuracy before, after) of each re-estimation
     lr_events: tuple[tuple[int, float], ...] = ()  # (step, new rate) of each live change
+    forked_at: int | None = None  # the step at which this run forked from another (a shared run's viewer changed it)
     landscape_steps: np.ndarray = field(default_factory=_empty)
     landscape: np.ndarray = field(default_factory=_empty)  # (n, 3): loss range, gradient predictiveness, effective beta-smoothness
 
@@ -105,9 +106,11 @@ class Runner(Protocol):
     def set_lr(self, lr: float) -> None: ...
     def reestimate(self) -> None: ...
     def join(self, timeout: float | None = None) -> bool: ...
+    def checkpoint(self, timeout: float | None = None) -> bytes | None: ...  # bnviz.checkpoint: what a fork starts from
+    def end_turn(self) -> None: ...  # checkpoint, then stop: the run continues later from that state
 
     @property
     def alive(self) -> bool: ...
 
 
-RunnerFactory = Callable[..., Runner]  # (config, data_dir=None) -> a Runner not yet started
+RunnerFactory = Callable[..., Runner]  # (config, data_dir=None, resume=None, fork=False, lr=None) -> a Runner not yet started

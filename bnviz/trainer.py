@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from bnviz import landscape
+from bnviz import checkpoint, landscape
 from bnviz.config import RunConfig, checked_lr
 from bnviz.data import BatchStream, load_dataset
 from bnviz.evaluation import Evaluations
@@ -36,17 +36,26 @@ MAX_LR_EVENTS = 1000  # live learning-rate changes kept for the timeline
 class Trainer:
     """One run. ``start()`` it, control it from any thread, read ``snapshot()``."""
 
-    def __init__(self, config: RunConfig, data_dir: str | None = None):
+    def __init__(self, config: RunConfig, data_dir: str | None = None, resume: bytes | None = None,
+                 fork: bool = False, lr: float | None = None):
+        """``resume``: a ``bnviz.checkpoint`` of this config to continue from; ``fork``: that
+        continuation is a fork of another run, marked on the timeline at its step; ``lr``: a
+        new learning rate from its first step on (marked like any live change)."""
         self.config = config
         self.data_dir = data_dir
+        self._resume, self._fork = resume, fork
+        self._forked_at: int | None = None
+        self._want_state = False  # checkpoint() asked the thread for its state
+        self._state: bytes | None = None  # the last state it captured
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # commands for the thread
         self._published = threading.Condition(self._lock)  # a new snapshot, for wait()
         self._paused = False
         self._step_requests = 0
         self._stop_requested = False
-        self._pending_lr: float | None = None
+        self._pending_lr: float | None = None if lr is None else checked_lr(lr)
         self._reestimate_requested = False
+        self.ended_turn = False  # end_turn() was asked: the run stops with its state captured
         self._base_lr = config.lr
         self._lr_events: list[tuple[int, float]] = []
         self._snapshot = Snapshot(config=config, lr=config.lr)
@@ -87,6 +96,27 @@ class Trainer:
         """Ask the thread to end after its current step; returns at once (safe on an event loop)."""
         with self._wake:
             self._stop_requested = True
+            self._wake.notify_all()
+
+    def checkpoint(self, timeout: float | None = None) -> bytes | None:
+        """The run's whole state between two steps (``bnviz.checkpoint``): what a fork starts
+        from. Taken by the training thread at its next publish (within PUBLISH_INTERVAL), or at
+        once once it has ended; None before the run is set up or if ``timeout`` passes."""
+        if not self._thread.is_alive():
+            if self._state is None and getattr(self, "_stream", None) is not None:
+                self._state = checkpoint.capture(self)
+            return self._state
+        with self._wake:
+            self._want_state, self._state = True, None
+            self._wake.notify_all()
+            self._wake.wait_for(lambda: not self._want_state, timeout)
+            return self._state
+
+    def end_turn(self) -> None:
+        """Capture the state, then stop: the run continues later from ``checkpoint()``."""
+        with self._wake:
+            self.ended_turn = True
+            self._want_state, self._state, self._stop_requested = True, None, True
             self._wake.notify_all()
 
     def set_lr(self, lr: float) -> None:
@@ -137,6 +167,12 @@ class Trainer:
                 except Exception as error:
                     status, message = "error", f"{type(error).__name__} while saving the last steps: {error}"
             self._publish(status, message)
+            with self._wake:  # a checkpoint asked for as the run ended: its state as it ended
+                if self._want_state:
+                    if getattr(self, "_stream", None) is not None:
+                        self._state = checkpoint.capture(self)
+                    self._want_state = False
+                    self._wake.notify_all()
 
     def _setup(self) -> None:
         config = self.config
@@ -151,6 +187,10 @@ class Trainer:
         self._last_batch = None
         self._pre_edges = pre_edges(config.activation)
         self._post_edges = post_edges(config.activation)
+        if self._resume is not None:
+            step = checkpoint.restore(self, self._resume)
+            self._resume = None
+            self._forked_at = step if self._fork else None
         self._publish("paused" if self._paused else "running", "")
 
     def _loop(self) -> tuple[str, str]:
@@ -179,11 +219,17 @@ class Trainer:
 
     def _wait_for_work(self) -> int:
         """How many steps to train before publishing again (0: stop); blocks while paused.
-        A re-estimation asked for meanwhile is done here, between steps, and published."""
+        A re-estimation asked for meanwhile is done here, between steps, and published; so is a
+        checkpoint (``bnviz.checkpoint``), the probe just drained: a whole state."""
         while True:
             with self._wake:
-                while (self._paused and not self._step_requests and not self._stop_requested
-                       and not self._reestimate_requested):
+                while True:
+                    if self._want_state:
+                        self._state, self._want_state = checkpoint.capture(self), False
+                        self._wake.notify_all()
+                    if not (self._paused and not self._step_requests and not self._stop_requested
+                            and not self._reestimate_requested):
+                        break
                     self._wake.wait()
                 if self._stop_requested:
                     return 0
@@ -281,6 +327,7 @@ class Trainer:
             lr=self._lr_at(min(self._step, self.config.steps - 1)),
             columns=MappingProxyType(self._history.columns()),
             lr_events=lr_events,
+            forked_at=self._forked_at,
             landscape_steps=landscape_steps,
             landscape=landscape_values,
             **measured,

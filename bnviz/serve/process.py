@@ -36,7 +36,8 @@ _CONTEXT = multiprocessing.get_context("forkserver") if AVAILABLE else None
 # otherwise, as multiprocessing does), then a warm torch, the default data and the trainer.
 # The parent never imports torch for its runs: a web server whose runs are processes saves it.
 PRELOAD = ["__main__", "bnviz.serve.warm", "bnviz.trainer", "bnviz.serve.process"]
-COMMANDS = ("pause", "resume", "step", "stop", "set_lr", "reestimate")  # the Trainer methods a parent may call
+COMMANDS = ("pause", "resume", "step", "stop", "set_lr", "reestimate", "end_turn")  # the Trainer methods a parent may call
+STATE = "state"  # a message up the pipe that carries a checkpoint (bytes), not a Snapshot
 PROCESS_NAME = b"bnviz-run"  # the child's name in ps and /proc, so a server's runs can be counted
 # A run yields the CPU to the web server first: at full priority, four runs on two cores made a
 # class's refreshes twice as slow (README, "A class at once"). Training takes what the pages leave.
@@ -52,19 +53,28 @@ def warm_up() -> None:
 class TrainerProcess:
     """One run in a child process. ``start()`` it, control it from any thread, read ``snapshot()``."""
 
-    def __init__(self, config: RunConfig, data_dir: str | None = None):
+    IN_PROCESS = True  # each run has its own interpreter and generators (bnviz.serve.pool.shareable)
+
+    def __init__(self, config: RunConfig, data_dir: str | None = None, resume: bytes | None = None,
+                 fork: bool = False, lr: float | None = None):
+        """As ``Trainer``: ``resume`` a checkpoint of this config, ``fork`` marks it, ``lr`` from its first step."""
         self.config = config
         self.data_dir = data_dir
+        self._start_from = (resume, fork, None if lr is None else checked_lr(lr))
+        self._state: bytes | None = None  # the last checkpoint the child sent
+        self._states = threading.Condition()  # a checkpoint arrived
         self._snapshot = Snapshot(config=config, lr=config.lr)
         self._conn, self._child_conn = _CONTEXT.Pipe()
         self._send_lock = threading.Lock()  # commands come from several page threads
         self._process = None
+        self._killed = False  # ended by kill() after a stop: a stopped run, not a failed one
         self._listener = threading.Thread(target=self._listen, name=f"bnviz-trainer-{id(self):x}", daemon=True)
 
     def start(self, paused: bool = False) -> TrainerProcess:
         warm_up()  # a no-op once the fork server runs
-        self._process = _CONTEXT.Process(target=_serve, args=(self.config, self.data_dir, paused, self._child_conn),
-                                         name="bnviz-run", daemon=True)
+        self._process = _CONTEXT.Process(target=_serve, name="bnviz-run", daemon=True,
+                                         args=(self.config, self.data_dir, paused, self._child_conn, *self._start_from))
+        self._start_from = None  # the child has the checkpoint now
         self._process.start()
         self._child_conn.close()  # the child holds its end: EOF here means the child is gone
         self._listener.start()
@@ -95,6 +105,28 @@ class TrainerProcess:
         """Re-estimate BN's running statistics on training data (``Trainer.reestimate``)."""
         self._send("reestimate")
 
+    def checkpoint(self, timeout: float | None = None) -> bytes | None:
+        """The child's whole state between two steps (``Trainer.checkpoint``), as bytes this process
+        never opens; after the run has ended, the state it ended its turn with (or None)."""
+        if not self.alive:
+            return self._state
+        with self._states:
+            self._state = None
+            self._send("checkpoint")
+            self._states.wait_for(lambda: self._state is not None or not self.alive, timeout)
+            return self._state
+
+    def end_turn(self) -> None:
+        """Checkpoint, then stop: ``checkpoint()`` gives that state once the run has ended."""
+        self._send("end_turn")
+
+    def kill(self) -> None:
+        """End the child now (SIGKILL): a stopped run that did not end within its grace period.
+        Its run ends as "error", saying so; what it recorded up to its last snapshot is kept."""
+        if self._process is not None and self._process.is_alive():
+            self._killed = True
+            self._process.kill()
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the run to end and its last snapshot to arrive; True if it has."""
         if self._listener.is_alive():
@@ -119,32 +151,49 @@ class TrainerProcess:
     def _listen(self) -> None:
         try:
             while True:
-                self._snapshot = self._conn.recv()
+                message = self._conn.recv()
+                if isinstance(message, tuple) and message[0] == STATE:
+                    with self._states:
+                        self._state = message[1]
+                        self._states.notify_all()
+                else:
+                    self._snapshot = message
         except (EOFError, OSError):  # the child closed its end: it is ending
             pass
         self._process.join()
         self._conn.close()
-        if not self._snapshot.done:  # it died before its last word
+        if not self._snapshot.done and self._killed:
+            self._snapshot = replace(self._snapshot, status="stopped", version=self._snapshot.version + 1,
+                                     message=f"stopped at step {self._snapshot.step}, by force: it did not end "
+                                             "within its grace period")
+        elif not self._snapshot.done:  # it died before its last word
             self._snapshot = replace(
                 self._snapshot, status="error", version=self._snapshot.version + 1,
                 message=f"the training process ended unexpectedly at step {self._snapshot.step} "
                         f"(exit code {self._process.exitcode}); its statistics up to then are kept")
 
 
-def _serve(config: RunConfig, data_dir: str | None, paused: bool, conn) -> None:
+def _serve(config: RunConfig, data_dir: str | None, paused: bool, conn, resume: bytes | None = None,
+           fork: bool = False, lr: float | None = None) -> None:
     """The child's main: train, send every new snapshot, obey commands until the run ends."""
     from bnviz.trainer import Trainer  # already imported by the fork server (PRELOAD)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the server's terminal: the parent ends us
     os.nice(NICENESS)
     _name_process(PROCESS_NAME)
-    trainer = Trainer(config, data_dir).start(paused=paused)
-    threading.Thread(target=_obey, args=(trainer, conn), name="bnviz-commands", daemon=True).start()
+    trainer = Trainer(config, data_dir, resume=resume, fork=fork, lr=lr).start(paused=paused)
+    sending = threading.Lock()  # snapshots from here, checkpoints from the command thread
+    threading.Thread(target=_obey, args=(trainer, conn, sending), name="bnviz-commands", daemon=True).start()
     sent = -1
     try:
         while True:  # each new snapshot as soon as it is published, without polling
             snapshot = trainer.wait(lambda latest: latest.version != sent)
-            conn.send(snapshot)
+            if snapshot.done and trainer.ended_turn:  # the state first: the parent requeues the run with it
+                trainer.join()
+                with sending:
+                    conn.send((STATE, trainer.checkpoint()))
+            with sending:
+                conn.send(snapshot)
             sent = snapshot.version
             if snapshot.done:
                 break
@@ -154,11 +203,15 @@ def _serve(config: RunConfig, data_dir: str | None, paused: bool, conn) -> None:
     conn.close()
 
 
-def _obey(trainer, conn) -> None:
+def _obey(trainer, conn, sending) -> None:
     try:
         while True:
             name, *args = conn.recv()
-            if name in COMMANDS:
+            if name == "checkpoint":
+                state = trainer.checkpoint()
+                with sending:
+                    conn.send((STATE, state))
+            elif name in COMMANDS:
                 getattr(trainer, name)(*args)
     except (EOFError, OSError):  # the parent is gone: nobody watches this run
         trainer.stop()

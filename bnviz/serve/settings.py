@@ -18,3 +18,8 @@ REAP_SECONDS = 5.0  # sweep for closed tabs this often: well inside the idle tim
 
 SERVER_PARAM = "server"  # the URL parameter that says which server a page's runs are on
 REFRESH_SECONDS = {"queued": 1.0, "running": 0.4, "paused": 2.0}  # the live view's poll, by run status
+DEFAULT_STOP_GRACE = 10.0  # seconds a stopped run may take to end before its process is killed: one step
+#                           of the largest run the limits admit took ~5 s here
+DEFAULT_TURN_SECONDS = 600.0  # a one-tab run's turn while other runs wait: ten minutes train the lesson's
+#                              50,000 steps here; with 4 slots the next in line waits at most that
+ENV_TURN_SECONDS = "BNVIZ_TURN_SECONDS"  # 0: no turns
