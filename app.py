@@ -10,7 +10,7 @@ The page is a short function; each part lives in ``ui/``: the sidebar and URL
 
 import streamlit as st
 
-from ui import actions, controls, cost, explain, live, map_view, session
+from ui import actions, classview, controls, cost, explain, live, map_view, session
 
 
 def main() -> None:
@@ -29,6 +29,7 @@ def main() -> None:
     actions.toolbar(choice)
     live.show(choice, box, st.sidebar.empty())
     map_view.show(choice)
+    classview.show()
     st.markdown(explain.WHY_BN)
 
 

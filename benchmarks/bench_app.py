@@ -28,16 +28,16 @@ import argparse
 import asyncio
 import base64
 import os
-import re
+
 import statistics
 import threading
 import time
 
 from testsupport import frames, serverctl
+from testsupport.browserclient import STATUS_JS
 
 OBSERVER_NICENESS = 10  # the measuring browser's priority below the server's (see observed)
 
-PROGRESS = re.compile(r"step (\d+) of (\d+)")
 LONG_TASKS = """window.__busy = []; new PerformanceObserver(list => list.getEntries().forEach(
     e => window.__busy.push([e.startTime, e.duration]))).observe({type: "longtask", buffered: true});"""
 GOALS = {"refresh_ms": 50, "wire_kbps": 150, "refresh_hz": 2, "speed_ratio": 0.8, "latency_s": 1.0}
@@ -200,10 +200,10 @@ class Frames:
 
 
 def progress(page) -> tuple[int, int] | None:
-    for text in page.locator("[data-testid='stMarkdown']").all_inner_texts():
-        match = PROGRESS.search(text)
-        if match:
-            return int(match.group(1)), int(match.group(2))
+    """(step, of) of the page's first run, from its machine-readable run status (ui/status.py)."""
+    status = page.evaluate(STATUS_JS)
+    if status and status["runs"]:
+        return status["runs"][0]["step"], status["runs"][0]["steps"]
     return None
 
 
@@ -222,7 +222,8 @@ def live_session(browser, url: str, proxy: Proxy, window: float, latency_clicks:
     page.goto(url)
     page.wait_for_selector(".st-key-start button")
     page.locator(".st-key-start button").first.click()
-    page.wait_for_function("document.body.innerText.match(/step [1-9]\\d* of/)", timeout=60_000)
+    page.wait_for_function(f"() => {{ const s = ({STATUS_JS})(); return s && s.runs.length && s.runs[0].step > 0; }}",
+                           timeout=60_000)
     page.wait_for_timeout(5000)  # warm up: the first figures, JIT, caches
     start, busy_from = time.monotonic(), page.evaluate("performance.now()")
     steps = []

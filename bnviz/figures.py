@@ -288,8 +288,14 @@ def _hline(x: str, y: str, value: float, color: str = "#777", label: str = "") -
 
 
 def _lr_lines(view: RunView, x: str, y: str, label: bool = False) -> list[dict]:
-    """A dotted vertical line at each live learning-rate change."""
+    """A dotted vertical line at each live learning-rate change, and a dashed one where a private run forked."""
     lines = []
+    if view.forked_at is not None:
+        fork = dict(type="line", xref=x, yref=f"{y} domain", x0=view.forked_at, x1=view.forked_at, y0=0, y1=1,
+                    line=dict(color="#6a1b9a", width=2, dash="dash"))
+        if label:
+            fork["label"] = dict(text="your copy from here", textposition="start", font=dict(size=12, color="#6a1b9a"))
+        lines.append(fork)
     for step, lr in view.lr_events[-50:]:  # the newest 50: more would hide the data
         line = dict(type="line", xref=x, yref=f"{y} domain", x0=step, x1=step, y0=0, y1=1,
                     line=dict(color="#d81b60", width=2, dash="dot"))

@@ -47,6 +47,7 @@ class RunView:
     running_steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     running_stats: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (r, layers, 6) bnviz.evaluation.RUNNING_FIELDS
     reestimates: tuple[tuple[int, float, float], ...] = ()
+    forked_at: int | None = None  # where this private run forked from a shared one (marked on the timeline)
 
 
 def column_budget(layers: int, runs: int = 1) -> int:
@@ -100,4 +101,5 @@ def run_view(snapshot: Snapshot, upto: int | None = None, max_columns: int = MAX
         last_step=snapshot.step,
         landscape_steps=snapshot.landscape_steps[snapshot.landscape_steps <= limit],
         landscape=np.asarray(snapshot.landscape).reshape(-1, 3)[snapshot.landscape_steps <= limit],
+        forked_at=snapshot.forked_at if snapshot.forked_at is not None and snapshot.forked_at <= limit else None,
     )

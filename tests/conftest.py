@@ -8,11 +8,18 @@ to ``test-artifacts/`` (gitignored).
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from testsupport import serverctl
+
+# The app's finished-run cache (bnviz.serve.cache) outlives a server by design; AppTest's pages
+# in this process use a folder of this test session's own, so one test run never opens runs
+# another finished. Servers started by serverctl get a fresh folder each.
+os.environ["BNVIZ_CACHE_DIR"] = tempfile.mkdtemp(prefix="bnviz-test-runs-")
 
 
 ARTIFACTS = serverctl.ARTIFACTS

@@ -23,7 +23,7 @@ from bnviz.reproduce import registry
 from bnviz.serve.process import TrainerProcess
 from bnviz.serve.settings import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING
 from bnviz.trainer import Trainer
-from ui import controls, session
+from ui import controls, session, status
 from ui.charts import serialized_once
 from ui.state import MAP
 
@@ -65,6 +65,13 @@ def wait_for(condition, timeout: float = 20.0) -> None:
 
 def texts(at: AppTest) -> list[str]:
     return [e.value for kind in ("markdown", "info", "warning", "error", "caption") for e in at.get(kind)]
+
+
+def run_status(at: AppTest) -> dict:
+    """The page's machine-readable run status (ui.status), as a client reads it."""
+    found = [data for element in at.get("html") if (data := status.read(element.proto.body)) is not None]
+    assert len(found) == 1, found
+    return found[0]
 
 
 def charts(at: AppTest) -> list[dict]:
@@ -174,7 +181,23 @@ def test_start_creates_one_entry_and_reruns_do_not_start_another(app):
     for _ in range(3):
         at.run()
     assert pool.get(owner(at)) is entry
-    assert pool.counts()["trainers"] == 1
+    assert pool.counts()["alive_trainers"] == 1
+
+
+def test_two_tabs_on_one_link_watch_one_run_and_the_page_says_how_many(app):
+    first, second = app(steps=LONG), app(steps=LONG)
+    for at in (first, second):
+        at.button(key="start").click().run()
+    pool = session.pool()
+    run = pool.get(owner(first)).runs[0]
+    assert pool.get(owner(second)).runs[0] is run and pool.counts()["alive_trainers"] == 1
+    wait_for(lambda: run.snapshot().step > 0)
+    for at in (first, second):
+        at.run()
+        data = run_status(at)
+        assert data["state"] == "running" and data["runs"][0]["key"] == run.key == run.config.key()
+        assert data["runs"][0]["watching"] == 2 and data["runs"][0]["shared"]
+        assert any(" · 2 watching" in text for text in texts(at))
 
 
 def test_a_page_from_before_a_server_restart_says_its_run_is_gone(app):
@@ -233,25 +256,60 @@ def test_a_live_chart_changes_one_slot_per_refresh(app):
     assert set(after) & set(before)  # the other slot kept its figure: no redraw in the browser
 
 
-def test_a_new_learning_rate_applies_live_and_other_changes_wait(app):
-    at = app(steps=LONG)
-    at.button(key="start").click().run()
-    entry = session.pool().get(owner(at))
+def test_a_new_learning_rate_forks_a_private_run_and_other_changes_wait(app):
+    at, other = app(steps=LONG), app(steps=LONG)
+    for page in (at, other):
+        page.button(key="start").click().run()
+    pool = session.pool()
+    shared = pool.get(owner(at)).runs[0]
+    wait_for(lambda: shared.snapshot().step > 10)
     at.select_slider(key="lr").set_value(0.2).run()
-    wait_for(lambda: entry.trainers[0].snapshot().lr_events)
-    assert entry.trainers[0].snapshot().lr_events[-1][1] == 0.2
+    entry = pool.get(owner(at))
+    fork = entry.runs[0]
+    assert fork is not shared and fork.controller == owner(at) and pool.get(owner(other)).runs[0] is shared
+    wait_for(lambda: fork.snapshot().lr_events)
+    assert fork.snapshot().lr_events == ((fork.snapshot().forked_at, 0.2),) and fork.snapshot().forked_at >= 10
+    assert any("private copy" in info.value for info in at.info)
+    wait_for(lambda: shared.snapshot().step > fork.snapshot().forked_at + 10)
+    assert shared.snapshot().lr_events == ()  # the other tab's run did not change
+    at.select_slider(key="lr").set_value(0.3).run()  # its own run now: the change applies in place
+    assert pool.get(owner(at)).runs[0] is fork
+    wait_for(lambda: fork.snapshot().lr_events[-1][1] == 0.3)
     at.slider(key="depth").set_value(5).run()
     assert any("settings changed" in info.value and "depth 3 → 5" in info.value for info in at.info)
-    assert session.pool().get(owner(at)) is entry and entry.configs[0].depth == 3
+    assert session.pool().get(owner(at)).runs == (fork,) and fork.config.depth == 3
     at.button(key="restart").click().run()
     restarted = session.pool().get(owner(at))
-    assert restarted is not entry and restarted.configs[0].depth == 5
+    assert restarted.runs != (fork,) and restarted.configs[0].depth == 5
 
 
-def test_pause_step_resume_and_scrub(app):
+def test_pause_freezes_this_tabs_picture_of_a_shared_run_and_step_forks_it(app):
     at = app(steps=LONG)
     at.button(key="start").click().run()
+    shared = session.pool().get(owner(at)).runs[0]
+    wait_for(lambda: shared.snapshot().step > 20)
+    at.button(key="pause").click().run()
+    frozen = run_status(at)
+    assert frozen["state"] == "paused" and frozen["runs"][0]["shared"]
+    wait_for(lambda: shared.snapshot().step > frozen["runs"][0]["step"] + 20)  # it goes on
+    at.run()
+    assert run_status(at)["runs"][0]["step"] == frozen["runs"][0]["step"]  # this tab's picture does not
+    at.button(key="resume").click().run()
+    assert run_status(at)["state"] == "running" and run_status(at)["runs"][0]["step"] > frozen["runs"][0]["step"]
+    at.button(key="step").click().run()  # a private copy, paused after one step
+    fork = session.pool().get(owner(at)).runs[0]
+    assert fork is not shared and fork.snapshot().status == "paused"
+    assert fork.snapshot().step == fork.snapshot().forked_at + 1
+    assert run_status(at)["runs"][0]["forked_at"] == fork.snapshot().forked_at
+
+
+def test_pause_step_resume_and_scrub_on_a_private_run(app):
+    at = app(steps=LONG)
+    at.button(key="step").click().run()  # Step from nothing: a private run, paused after its first step
     trainer = session.pool().get(owner(at)).trainers[0]
+    wait_for(lambda: trainer.snapshot().step == 1 and trainer.snapshot().status == "paused")
+    at.run()
+    at.button(key="resume").click().run()
     wait_for(lambda: trainer.snapshot().step > 20)
     at.button(key="pause").click().run()
     assert trainer.snapshot().status == "paused"
@@ -296,18 +354,19 @@ def test_the_reproduce_view_checks_the_published_claims_on_the_paired_runs(app):
     assert any(line.startswith("BN final test accuracy") for line in lines)
 
 
-def test_a_full_server_queues_and_says_how_many_are_ahead(app, monkeypatch):
+def test_a_full_server_queues_and_says_how_many_runs_are_ahead(app, monkeypatch):
     st.cache_resource.clear()
     monkeypatch.setenv(session.ENV_MAX_RUNNING, "1")
-    first, second, third = app(steps=LONG), app(steps=LONG), app(steps=LONG)
-    for at in (first, second, third):
+    first, second, also, third = app(steps=LONG), app(steps=LONG, seed="1"), app(steps=LONG, seed="1"), \
+        app(steps=LONG, seed="2")
+    for at in (first, second, also, third):
         at.button(key="start").click().run()
     assert session.pool().max_running == 1
-    assert any("you are next" in info.value for info in second.info)
-    assert any("1 ahead of you" in info.value for info in third.info)
+    assert any("your run is next" in info.value for info in second.info)
+    assert any("1 run ahead of yours" in info.value for info in third.info)  # two tabs, one run ahead
+    assert run_status(third) == {"state": "queued", "ahead": 1, "runs": run_status(third)["runs"]}
     first.button(key="reset").click().run()
-    second.run()
-    assert session.pool().get(owner(second)).running
+    wait_for(lambda: session.pool().get(owner(second)).running)  # once the first run has really ended
 
 
 def test_bad_limits_in_the_environment_keep_the_defaults():
@@ -380,3 +439,18 @@ def test_a_run_without_the_probe_draws_no_landscape(app):
     at.run()
     assert not at.exception
     assert not any("landscape probe" in caption.value for caption in at.caption)
+
+
+def test_the_class_view_lists_the_servers_runs_and_opens_one(app):
+    student, teacher = app(steps=LONG, lr="0.1"), app(steps=LONG)
+    student.button(key="start").click().run()
+    run = session.pool().get(owner(student)).runs[0]
+    teacher.toggle(key="class-view").set_value(True).run()
+    listed = [text.replace("\\", "") for text in texts(teacher) if text.startswith(DEFAULT_PRESET.replace("-", "\\-"))]
+    assert listed == [f"{DEFAULT_PRESET} · no BN · lr 0.1, steps 200000"]  # its preset, then what differs
+    assert any(text == "1" for text in texts(teacher))  # one tab watches it
+    teacher.button(key=f"open-{run.key}").click().run()
+    assert session.pool().get(owner(teacher)).runs[0] is run and session.pool().watching(run) == 2
+    assert teacher.session_state["choice"].config == run.config  # the sidebar shows the run's settings
+    assert teacher.select_slider(key="lr").value == 0.1 and run_status(teacher)["runs"][0]["key"] == run.key
+    assert not teacher.exception

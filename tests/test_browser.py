@@ -15,6 +15,7 @@ import time
 from playwright.sync_api import expect
 
 from bnviz.presets import PRESETS
+from testsupport import browserclient
 
 PAGE_LOAD_MS = 60_000  # the first page of a fresh server imports torch and loads MNIST: ~20 s on a busy 2-core box
 SETTLE_MS = 30_000  # a click's rerun, or a run reaching a given step (generous: CI machines are shared)
@@ -25,28 +26,9 @@ BUTTON_KEYS = ("start", "pause", "resume", "step", "reset")
 RUN_STEPS = 200_000  # the most allowed: a quiet machine trains ~1,000 steps/s, and a run that ends cannot be paused
 RUN = f"steps={RUN_STEPS}"
 
-# The progress line "step N of M · X steps/s · status" as [N, M, status] (a single run shows one line).
-PROGRESS_JS = """() => {
-  for (const el of document.querySelectorAll('[data-testid="stMarkdownContainer"]')) {
-    const m = el.textContent.match(/^step (\\d+) of (\\d+)(?: · .*)? · (\\w+)$/);
-    if (m) return [Number(m[1]), Number(m[2]), m[3]];
-  }
-  return null;
-}"""
-
-# The first live Plotly chart (the map view's are not) is the heatmap figure: [sum of every z cell,
-# number of cells, traces]. z arrives base64-encoded; Plotly keeps the decoded typed array in z._inputArray.
-HEATMAP_JS = """() => {
-  const chart = [...document.querySelectorAll('.js-plotly-plot')].find((el) => !el.closest('.st-key-map-view'));
-  if (!chart || !chart.data) return null;
-  let total = 0, cells = 0;
-  const add = (a) => {
-    if (typeof a === 'number') { total += a; cells += 1; }
-    else if (a) for (const v of a) add(v);
-  };
-  for (const trace of chart.data) if (trace.z) add(trace.z._inputArray || trace.z);
-  return cells ? [total, cells, chart.data.length] : null;
-}"""
+# The page's run status (ui/status.py) as [step, of, status] of its first run.
+PROGRESS_JS = "() => { const s = (" + browserclient.STATUS_JS + ")(); " + \
+    "return s && s.runs.length ? [s.runs[0].step, s.runs[0].steps, s.runs[0].status] : null; }"
 
 
 def open_app(page, base_url: str, query: str = "") -> None:
@@ -88,7 +70,7 @@ def progress(page):
 
 
 def heatmap(page):
-    return page.evaluate(HEATMAP_JS)
+    return page.evaluate(browserclient.HEATMAP_JS)
 
 
 def assert_no_exception(page) -> None:

@@ -182,11 +182,11 @@ def baseline(server, browser):
 
 
 def test_five_sessions_two_train_the_rest_queue_and_closed_tabs_are_reaped(server, baseline, tabs):
-    class_ = tabs(*[LONG] * 5)  # the class opens the link at once; every session gets its page
+    class_ = tabs(*[f"{LONG}&seed={i}" for i in range(5)])  # five settings of their own; every session gets its page
     states = [tab.start() for tab in class_]
     assert [s[0] for s in states] == ["running", "running", "queued", "queued", "queued"]
-    assert [s[1] for s in states[2:]] == [0, 1, 2]  # "you are next", "1 ahead of you", "2 ahead of you"
-    assert "1 ahead of you" in " ".join(class_[3].texts("stAlert"))
+    assert [s[1] for s in states[2:]] == [0, 1, 2]  # "your run is next", "1 run ahead of yours", "2 runs ahead"
+    assert "1 run ahead of yours" in " ".join(class_[3].texts("stAlert"))
     for tab in class_[:2]:
         tab.advancing()
     usage = server.usage()  # the queued sessions have no thread and no process
@@ -218,9 +218,10 @@ def test_five_sessions_two_train_the_rest_queue_and_closed_tabs_are_reaped(serve
 
 def test_twelve_protocol_sessions_are_all_served_in_turn(server, baseline):
     """The load script's --clients stream path in miniature: sessions that speak Streamlit's websocket
-    protocol (no browser) press Start at once; two train at a time and the queue drains to the last."""
+    protocol (no browser) press Start at once, two on each of six settings; the two of a setting watch
+    one run, two runs train at a time and the queue, counted in runs, drains to the last."""
     async def class_of(count: int) -> list[StreamClient]:
-        clients = [StreamClient(server.url, "steps=2000") for _ in range(count)]
+        clients = [StreamClient(server.url, f"steps=2000&seed={i // 2}") for i in range(count)]
         tasks = [asyncio.create_task(client.run()) for client in clients]
         deadline = time.monotonic() + LOAD_MS / 1000
         while not all(client.loaded for client in clients) and time.monotonic() < deadline:
@@ -241,8 +242,9 @@ def test_twelve_protocol_sessions_are_all_served_in_turn(server, baseline):
         assert client.state == "finished 2000 2000" and not client.problems and not client.exceptions, client.log
         assert client.refresh.times, "the live view's fragment never refreshed"
     queued = [client for client in clients if any(state.startswith("queued") for _, state in client.log)]
-    assert len(queued) >= len(clients) - MAX_RUNNING
-    assert max(int(state.split()[1]) for c in queued for _, state in c.log if state.startswith("queued")) >= 5
+    assert len(queued) >= len(clients) - 2 * MAX_RUNNING  # two sessions to a run
+    ahead = [int(state.split()[1]) for c in queued for _, state in c.log if state.startswith("queued")]
+    assert max(ahead) == len(clients) // 2 - MAX_RUNNING - 1  # runs ahead, not sessions: 3 with 6 runs on 2 slots
     wait_server(server, lambda u: u.trainer_threads == u.run_processes == 0, "every run to end", SETTLE_MS / 1000)
     no_tracebacks(server)
 
@@ -253,7 +255,7 @@ def test_a_tab_closed_while_queued_never_takes_a_slot(server, baseline, tabs):
     Had the slot gone to the closed tab, the page still open could start only once the reaper
     dropped it: IDLE_TIMEOUT after its last heartbeat. The slots are held by paused runs (Step
     from nothing), which use no core, so the pages answer quickly and the timing has room."""
-    *holding, gone, waiting = tabs(*[LONG] * (MAX_RUNNING + 2))
+    *holding, gone, waiting = tabs(*[f"{LONG}&seed={i}" for i in range(MAX_RUNNING + 2)])
     for tab in holding:
         tab.press("step")
         tab.wait(lambda s: s[0] == "paused", "a paused run")
@@ -340,3 +342,49 @@ def test_a_server_restart_loses_the_live_run_and_the_page_says_how_to_start_agai
     tab.advancing()
     tab.press("reset")
     no_tracebacks(server)
+
+
+def run_status(tab: Tab) -> dict | None:
+    return tab.page.evaluate(browserclient.STATUS_JS)
+
+
+def test_two_tabs_on_one_link_see_one_run_and_a_fork_changes_only_its_own(server, baseline, tabs):
+    """A finished run seen by two tabs: the same run (its key), the same steps, the same heatmap; then
+    on a long run, one tab changes the learning rate: it forks a private run, the other's does not change."""
+    first, second = tabs("steps=300", "steps=300")
+    for tab in (first, second):
+        tab.press("start")
+    for tab in (first, second):
+        tab.wait(lambda s: s[0] == "finished", "the shared run to finish", timeout_ms=60_000)
+    a, b = run_status(first), run_status(second)
+    assert a["runs"][0]["key"] == b["runs"][0]["key"] and a["runs"][0]["step"] == b["runs"][0]["step"] == 300
+    pictures = [tab.page.evaluate(browserclient.HEATMAP_JS) for tab in (first, second)]
+    assert pictures[0] is not None and pictures[0] == pictures[1]  # the same cells, the same counts
+    for tab in (first, second):
+        tab.press("reset")
+
+    first, second = tabs(LONG, LONG)
+    for tab in (first, second):
+        tab.press("start")
+    for tab in (first, second):
+        tab.advancing()
+    shared = run_status(first)["runs"][0]
+    assert shared["key"] == run_status(second)["runs"][0]["key"]
+    first.wait(lambda s: run_status(first)["runs"][0]["watching"] == 2, "both tabs counted")
+    thumb = first.page.locator(".st-key-lr [role='slider']")
+    thumb.focus()
+    thumb.press("ArrowLeft")  # a smaller learning rate, live
+    first.wait(lambda s: run_status(first)["runs"][0]["forked_at"] is not None, "the fork")
+    mine = run_status(first)["runs"][0]
+    assert mine["key"] != shared["key"] and not mine["shared"]
+    first.advancing()
+    theirs = run_status(second)["runs"][0]
+    assert theirs["key"] == shared["key"] and theirs["shared"] and theirs["forked_at"] is None
+    second.wait(lambda s: run_status(second)["runs"][0]["watching"] == 1, "the other tab to leave the shared run")
+    second.advancing()
+    for tab in (first, second):
+        tab.assert_no_exception()
+        tab.press("reset")
+    wait_server(server, lambda u: u.run_processes == 0, "every run to end", REAPED_WITHIN)
+    no_tracebacks(server)
+

@@ -5,6 +5,9 @@ refreshes and find tracebacks in its log; a parser that misread would make them 
 for the wrong reason.
 """
 
+import html
+import json
+
 import pytest
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
@@ -49,17 +52,26 @@ def test_frames_decode_what_they_can_and_nothing_else():
     assert frames.back_message(b"\xff\xff\xff") is None and frames.forward_message(b"\xff\xff\xff") is None
 
 
-@pytest.mark.parametrize("texts, state", [
-    (["**step 120 of 1,000** · 350 steps/s · running".replace(",", "")], "running 120 1000"),
-    (["step 5 of 50 · finished"], "finished 5 50"),
-    (["Waiting for a free trainer: 3 ahead of you."], "queued 3"),
-    (["Waiting: you are next."], "queued 0"),
-    (["Press Start to train the network."], "idle"),
-    (["step 7 of 70 · stopped", "Your run was stopped because the page stopped checking in."], "reaped 7 70"),
-    (["nothing about runs"], None),
+def status_html(state: str, ahead=None, runs=()) -> str:
+    """The run status element's html, as ui.status.show writes it."""
+    data = {"state": state, "ahead": ahead, "runs": [
+        {"key": "k", "status": status, "step": step, "steps": steps, "watching": 1, "shared": True, "forked_at": None}
+        for status, step, steps in runs]}
+    return f'<div class="bnviz-status" hidden data-status="{html.escape(json.dumps(data), quote=True)}"></div>'
+
+
+@pytest.mark.parametrize("bodies, state", [
+    ([status_html("running", runs=[("running", 120, 1000)])], "running 120 1000"),
+    ([status_html("done", runs=[("finished", 5, 50)])], "finished 5 50"),
+    ([status_html("queued", ahead=3, runs=[("queued", 0, 50)])], "queued 3"),
+    ([status_html("queued", ahead=0)], "queued 0"),
+    ([status_html("idle")], "idle"),
+    ([status_html("paused", runs=[("running", 9, 90)])], "paused 9 90"),  # a frozen picture of a running run
+    ([status_html("reaped", runs=[("stopped", 7, 70)])], "reaped 7 70"),
+    (["<p>step 5 of 50 · running</p>", "<div>other html</div>"], None),  # words are not the protocol
 ])
-def test_the_protocol_client_reads_the_page_state_in_words(texts, state):
-    assert streamclient.read_state(texts) == state
+def test_the_protocol_client_reads_the_page_state_from_the_status_element(bodies, state):
+    assert streamclient.read_state(bodies) == state
 
 
 def test_states_parse_into_kind_and_numbers():

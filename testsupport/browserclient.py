@@ -1,6 +1,7 @@
 """Real browser sessions for the classroom script: Debian's Chromium pages that record their own state.
 
-A page's state is read from its own words (``STATE_JS``): "running 120 1000", "queued 3",
+A page's state is read from its machine-readable run status (``ui/status.py``, ``STATUS_JS``) and
+logged as words (``STATE_JS``, the same as ``ui.status.words``): "running 120 1000", "queued 3",
 "finished ...", "idle"; ``RECORDER_JS`` runs in every page and logs each change with its time.
 ``FragmentTimer`` reads the page's websocket frames (Chrome DevTools protocol) for the
 server's time per live refresh (``testsupport.frames``). ``testsupport/streamclient.py`` is the same session without
@@ -20,23 +21,40 @@ CLICK_TIMEOUT_S = 60
 VIEWPORT = {"width": 1000, "height": 700}  # small: rendering thirty pages shares the server's two cores
 RECORD_MS = 100  # how often each page records its own state
 
-# The page's state in words: "running 120 1000" (step, of), "queued 3", "finished 1000 1000", "idle",
-# "reaped 120 1000" (the pool stopped the run because the page had not polled for the idle timeout), ...
+# The page's machine-readable run status (ui/status.py): the JSON object, or null before the live view drew.
+STATUS_JS = r"""() => {
+  const el = document.querySelector('.st-key-run-status .bnviz-status');
+  return el ? JSON.parse(el.dataset.status) : null;
+}"""
+
+# The page's state in words, from that status: "running 120 1000" (status, step, of), "queued 3" (runs
+# ahead), "finished 1000 1000", "paused 80 1000", "idle", "reaped 120 1000" (the pool stopped the run
+# because the page had not polled for the idle timeout); "loaded"/"loading" before the live view drew.
 STATE_JS = r"""() => {
   if (document.querySelector('[data-testid="stException"]')) return 'exception';
-  const texts = [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')].map(el => el.textContent);
-  const reaped = texts.some(text => text.includes('stopped because the page stopped checking'));
-  let state = null;
-  for (const text of texts) {
-    let m = text.match(/^step (\d+) of (\d+)(?: · .*)? · (\w+)$/);
-    if (m) return `${reaped ? 'reaped' : m[3]} ${m[1]} ${m[2]}`;
-    m = text.match(/(\d+) ahead of you/);
-    if (m) state = `queued ${m[1]}`;
-    else if (text.includes('you are next')) state = 'queued 0';
-    else if (text.startsWith('Press Start to train')) state = state || 'idle';
+  const status = (""" + STATUS_JS + r""")();
+  if (status) {
+    const runs = status.runs, first = runs[0];
+    if (status.state === 'queued') return `queued ${status.ahead || 0}`;
+    if (status.state === 'idle' || !first) return status.state;
+    const shown = ['reaped', 'paused'].includes(status.state) ? status.state : first.status;
+    return `${shown} ${first.step} ${first.steps}`;
   }
-  if (state) return state;
   return document.querySelector('.st-key-start button') ? 'loaded' : 'loading';
+}"""
+
+# The first live Plotly chart (the map view's are not) is the heatmap figure: [sum of every z cell,
+# number of cells, traces]. z arrives base64-encoded; Plotly keeps the decoded typed array in z._inputArray.
+HEATMAP_JS = """() => {
+  const chart = [...document.querySelectorAll('.js-plotly-plot')].find((el) => !el.closest('.st-key-map-view'));
+  if (!chart || !chart.data) return null;
+  let total = 0, cells = 0;
+  const add = (a) => {
+    if (typeof a === 'number') { total += a; cells += 1; }
+    else if (a) for (const v of a) add(v);
+  };
+  for (const trace of chart.data) if (trace.z) add(trace.z._inputArray || trace.z);
+  return cells ? [total, cells, chart.data.length] : null;
 }"""
 
 # Installed before the page's own scripts: records [Date.now(), state] at every change.

@@ -11,10 +11,12 @@ what a browser that lost its server reconnects to.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -165,6 +167,10 @@ class Server:
         self.port = port or free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.env = {**os.environ, **(env or {})}
+        self._own_cache = None  # a fresh run cache folder for this server (kept across restarts), unless given
+        if not (env or {}).get("BNVIZ_CACHE_DIR"):
+            self._own_cache = tempfile.mkdtemp(prefix="bnviz-runs-")
+            self.env["BNVIZ_CACHE_DIR"] = self._own_cache
         self.log_path = log_path
         self.options = options  # extra `--section.option value` pairs for streamlit run
         self.process: subprocess.Popen | None = None
@@ -236,6 +242,8 @@ class Server:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+        if self._own_cache is not None:
+            shutil.rmtree(self._own_cache, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -7,24 +7,21 @@ like the page's JavaScript, sends a fragment rerun every ``interval`` seconds an
 trigger when asked to press it. Nothing is drawn, so thirty of them cost this machine almost
 nothing: what is measured is the server. Used by ``benchmarks/classroom.py --clients stream``.
 
-What it keeps: the text of the page's markdown and alerts as of the last finished run (the
-state words "step N of M ... running", "N ahead of you"), each change of that state with its
-time, and each fragment rerun's server time (request sent -> its ``script_finished``).
+What it keeps: the page's machine-readable run status (``ui/status.py``) as of the last finished
+run, in words ("running 120 1000", "queued 3"), each change of that state with its time, and
+each fragment rerun's server time (request sent -> its ``script_finished``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from testsupport.frames import RefreshTimer
-
-PROGRESS = re.compile(r"step (\d+) of (\d+)(?: · .*)? · (\w+)")
-AHEAD = re.compile(r"(\d+) ahead of you")
+from ui import status
 
 
 class StreamClient:
@@ -34,7 +31,7 @@ class StreamClient:
         self.url = url.replace("http://", "ws://") + "/_stcore/stream"
         self.query = query
         self.buttons: dict[str, str] = {}  # key -> widget id
-        self.texts: list[str] = []  # this run's markdown and alert bodies
+        self.texts: list[str] = []  # this run's html element bodies (the run status is one)
         self.state = "loading"
         self.log: list[tuple[float, str]] = [(time.time(), "loading")]  # (wall clock, state) at each change
         self.refresh = RefreshTimer()  # on the wall clock
@@ -127,10 +124,8 @@ class StreamClient:
         if kind == "button":
             key = element.button.id.rsplit("-", 1)[-1]  # "$$ID-<hash>-<key>"
             self.buttons[key] = element.button.id
-        elif kind == "markdown":
-            self.texts.append(element.markdown.body)
-        elif kind == "alert":
-            self.texts.append(element.alert.body)
+        elif kind == "html":
+            self.texts.append(element.html.body)
         elif kind == "exception":
             self.exceptions += 1
 
@@ -148,20 +143,10 @@ class StreamClient:
             self.log.append((time.time(), state))
 
 
-def read_state(texts: list[str]) -> str | None:
-    """The page's state in words, as benchmarks/classroom.py's browser recorder reads it."""
-    found = None
-    reaped = any("stopped because the page stopped checking" in text for text in texts)
-    for text in texts:
-        plain = text.replace("*", "")
-        match = PROGRESS.search(plain)
-        if match:
-            return f"{'reaped' if reaped else match[3]} {match[1]} {match[2]}"
-        match = AHEAD.search(plain)
-        if match:
-            found = f"queued {match[1]}"
-        elif "you are next" in plain:
-            found = "queued 0"
-        elif plain.startswith("Press Start to train"):
-            found = found or "idle"
-    return found
+def read_state(bodies: list[str]) -> str | None:
+    """The page's state in words (``ui.status.words``), from the status element among the html bodies."""
+    for body in bodies:
+        data = status.read(body)
+        if data is not None:
+            return status.words(data)
+    return None

@@ -1,9 +1,17 @@
-"""The buttons (start, pause, resume, step, reset) and what a settings change does to a live run.
+"""The buttons (start, pause, resume, step, reset) and what a settings change does to a run.
 
-A button acts once, on the rerun its click causes, so reruns never start a second run;
-``pool.submit`` replaces this session's runs anyway. A new learning rate reaches running
-trainers at once (``set_lr``, marked on the timeline); any other change leaves the run as
-it is and offers a restart (a network cannot change its shape, data or optimizer mid-run).
+Runs belong to the server and are shared by config (``bnviz.serve.pool``): Start watches the
+run of the chosen settings, trained once for every tab that asks. Watching is shared,
+changing is private:
+- **Pause** freezes this tab's picture while the run goes on for the others; **Resume**
+  catches up with it. On a run this tab controls (its own fork) they pause the trainer.
+- **Step** and a **live learning-rate change** fork a private run from the shared run's
+  state now (weights, optimizer, data position, history so far), marked on the timeline;
+  the others keep watching theirs. The fork takes a slot and queues like any run; on a
+  private run these act in place.
+- **Reset** stops watching (a run nobody watches stops) and clears the pictures.
+A button acts once, on the rerun its click causes. Any other settings change leaves the run
+as it is and offers a restart (a network cannot change its shape, data or optimizer mid-run).
 """
 
 from __future__ import annotations
@@ -24,16 +32,23 @@ ACTIVE = ("queued", "running", "paused")
 
 
 def mode(entry: Entry | None) -> str:
-    """idle (nothing submitted), queued, running, paused (every live trainer paused) or done."""
+    """idle (nothing watched), queued, running, paused (this tab's picture frozen, or every live
+    run it controls paused) or done."""
     if entry is None:
         return "idle"
     if not entry.running:
         return "queued"
-    snapshots = [trainer.snapshot() for trainer in entry.trainers]
-    live = [s for s in snapshots if not s.done]
+    live = [run for run in entry.runs if not run.snapshot().done]
     if not live:
         return "done"
-    return "paused" if all(s.status == "paused" for s in live) else "running"
+    if st.session_state.get(keys.FROZEN):
+        return "paused"
+    return "paused" if all(run.snapshot().status == "paused" for run in live) else "running"
+
+
+def controlled(entry: Entry) -> bool:
+    """Every run of this tab is its own (a fork, a Step from nothing): its buttons act in place."""
+    return all(run.controller == session.owner() for run in entry.runs)
 
 
 def toolbar(choice: Choice) -> None:
@@ -46,9 +61,10 @@ def toolbar(choice: Choice) -> None:
               ("resume", "Resume", "secondary", current != "paused"),
               ("step", "Step", "secondary", current in ("queued", "done")),
               ("reset", "Reset", "secondary", current == "idle" and keys.LAST not in state))
-    helps = {"start": "Start training (restarts if a run exists).",
-             "step": "Train one step, then pause (from nothing: a new run, paused after its first step).",
-             "reset": "Stop the run and clear the pictures."}
+    helps = {"start": "Watch the run of these settings: trained once for everyone who asks, from step 0.",
+             "pause": "Freeze your picture; the run goes on for the others (Resume catches up).",
+             "step": "Train one step, then pause: on a shared run, a private copy of it from its state now.",
+             "reset": "Stop watching and clear the pictures."}
     clicked = {key: column.button(label, key=key, type=kind, disabled=off, help=helps.get(key), width="stretch")
                for column, (key, label, kind, off) in zip(buttons, labels)}
     for notice in state.pop(keys.NOTICES, ()):
@@ -58,21 +74,12 @@ def toolbar(choice: Choice) -> None:
     if clicked["start"] or (clicked["step"] and current == "idle"):
         start(choice, paused=clicked["step"])
     elif entry is not None and entry.running:
-        trainers = entry.trainers
-        versions = [t.snapshot().version for t in trainers]
         if clicked["pause"]:
-            for trainer in trainers:
-                trainer.pause()
-            _settle(trainers, lambda i, s: s.done or s.status == "paused")
+            pause(entry)
         elif clicked["resume"]:
-            for trainer in trainers:
-                trainer.resume()
-            _settle(trainers, lambda i, s: s.done or s.status == "running")
+            resume(entry)
         elif clicked["step"]:
-            for trainer in trainers:
-                trainer.pause()
-                trainer.step(1)
-            _settle(trainers, lambda i, s: s.done or (s.status == "paused" and s.version > versions[i]))
+            step(entry)
     if clicked["reset"]:
         reset()
     if any(clicked.values()):
@@ -105,6 +112,55 @@ def start(choice: Choice, paused: bool = False) -> Entry | None:
     return entry
 
 
+def pause(entry: Entry) -> None:
+    if controlled(entry):
+        for trainer in entry.trainers:
+            trainer.pause()
+        _settle(entry.trainers, lambda i, s: s.done or s.status == "paused")
+    else:  # the run goes on for the others: this tab keeps its picture
+        st.session_state[keys.FROZEN] = tuple(run.snapshot() for run in entry.runs)
+
+
+def resume(entry: Entry) -> None:
+    if st.session_state.pop(keys.FROZEN, None) is None:
+        for trainer in entry.trainers:
+            trainer.resume()
+        _settle(entry.trainers, lambda i, s: s.done or s.status == "running")
+
+
+def step(entry: Entry) -> None:
+    """One more step, then paused: in place on this tab's own runs, else on a fork of the shared ones."""
+    before = {id(trainer): trainer.snapshot().version for trainer in entry.trainers}
+    mine = controlled(entry)
+    entry = session.pool().fork(session.owner(), step=True) or entry
+    st.session_state.pop(keys.FROZEN, None)
+    if not mine:
+        _forked(entry)
+    trainers = entry.trainers
+
+    def stepped(i, s):
+        if s.done:
+            return True
+        if s.forked_at is not None and id(trainers[i]) not in before:  # a new fork: its first step after the fork
+            return s.status == "paused" and s.step > s.forked_at
+        return s.status == "paused" and s.version > before.get(id(trainers[i]), -1)
+
+    if entry.running:
+        _settle(trainers, stepped)
+
+
+def _forked(entry: Entry) -> None:
+    """Say so: the others keep the shared run."""
+    state = st.session_state
+    state[keys.RUN_ID] = state.get(keys.RUN_ID, 0) + 1
+    for key in keys.VIEW:
+        state.pop(key, None)
+    where = "waits for a free slot" if not entry.running else "trains"
+    state[keys.NOTICES] = [f"Your change made a private copy of the shared run from its state now (weights, "
+                           f"optimizer, data position, history so far), marked on the charts; it {where}. "
+                           "The others keep watching the shared run. Start goes back to it."]
+
+
 def reset() -> None:
     """Stop and forget this session's runs and pictures (the settings stay)."""
     session.pool().release(session.owner())
@@ -131,10 +187,16 @@ def _live_changes(choice: Choice, entry: Entry) -> None:
         return
     lr = choice.config.lr
     if entry.running and lr != state.get(keys.LIVE_LR):
-        for trainer in entry.trainers:
-            trainer.set_lr(lr)
+        mine = controlled(entry)
+        entry = session.pool().fork(session.owner(), lr=lr) or entry
         state[keys.LIVE_LR] = lr
-        st.toast(f"Learning rate set to {lr:g}: marked on the charts from step {entry.trainers[0].snapshot().step}.")
+        state.pop(keys.FROZEN, None)
+        if mine:
+            st.toast(f"Learning rate set to {lr:g}: marked on the charts from step "
+                     f"{entry.runs[0].snapshot().step}.")
+        else:
+            _forked(entry)
+            st.rerun()
     before, after = submitted[0], choice.config
     changed = [f"{key} {getattr(before, key)} → {getattr(after, key)}" for key in field_names()
                if key not in ("lr", "norm") and getattr(before, key) != getattr(after, key)]

@@ -23,7 +23,7 @@ from bnviz.serve.settings import REFRESH_SECONDS
 from bnviz.snapshot import Snapshot
 from bnviz.style import NORM_LABELS, run_label
 from bnviz.views import column_budget, run_view
-from ui import actions, charts, explain, session
+from ui import actions, charts, explain, session, status
 from ui import state as keys
 from ui.controls import Choice
 
@@ -57,8 +57,11 @@ def ready(snapshot: Snapshot) -> bool:
 
 def _server_line(line) -> None:
     counts, pool = session.pool().counts(), session.pool()
+    turns = (f"; while runs wait, a run watched by one tab trains {pool.turn_seconds / 60:g} minutes at a time"
+             if pool.turn_seconds > 0 else "")
     line.caption(f"This server: {counts['alive_trainers']} of {pool.max_running} trainer slots busy, "
-                 f"{counts['queued_owners']} waiting.")
+                 f"{counts['queued_runs']} runs waiting. Everyone who starts the same settings watches one "
+                 f"run{turns}.")
 
 
 def _live(expected: str, choice: Choice, box, line) -> None:
@@ -67,8 +70,8 @@ def _live(expected: str, choice: Choice, box, line) -> None:
     current = actions.mode(entry)
     if current != expected:
         st.rerun()  # a full rerun picks the new polling rate and button states
-    if entry is not None and entry.running:
-        state[keys.LAST] = tuple(trainer.snapshot() for trainer in entry.trainers)
+    if entry is not None:
+        state[keys.LAST] = state.get(keys.FROZEN) or tuple(run.snapshot() for run in entry.runs)
     snapshots: tuple[Snapshot, ...] = state.get(keys.LAST, ())
     _server_line(line)
     with box:
@@ -76,15 +79,21 @@ def _live(expected: str, choice: Choice, box, line) -> None:
                           {s.config.norm: float(s.accuracy[-1]) for s in snapshots if len(s.accuracy)})
     if current == "queued":
         ahead = pool.position(owner)
-        st.info(f"{ahead} ahead of you — starts automatically when a slot frees." if ahead else
-                "All trainer slots are busy; you are next — starts automatically when a slot frees.")
+        status.show(current, entry.runs, pool, ahead)
+        st.info(f"{ahead} {'run' if ahead == 1 else 'runs'} ahead of yours — starts automatically when a slot "
+                "frees." if ahead else "All trainer slots are busy; your run is next — starts automatically "
+                "when a slot frees.")
+        _progress(tuple(run.snapshot() for run in entry.runs), entry.runs, pool)
         return
+    reaped = entry is None and snapshots and not all(s.done for s in snapshots)
+    status.show("reaped" if reaped else current, entry.runs if entry is not None else (), pool,
+                snapshots=snapshots)
     if not snapshots:
         st.info("Press **Start** to train. " + explain.INTRO)
         return
-    _progress(snapshots)
+    _progress(snapshots, entry.runs if entry is not None else (), pool)
     _reproduction(snapshots, choice)
-    if entry is None and not all(s.done for s in snapshots):
+    if reaped:
         st.warning("This run was stopped because the page stopped checking on it for a while (a tab in the "
                    "background?). Its pictures are kept; press Start to train again.")
     starting = [s for s in snapshots if not ready(s) and not s.done]
@@ -133,15 +142,41 @@ def _train_eval(figure, config, training: bool, entry, current: str) -> None:
             st.toast("Re-estimating: the diamond on the left chart shows the accuracy before → after.")
 
 
-def _progress(snapshots) -> None:
-    """One line per run: 'step N of M · X steps/s · state', and the run's own words if it failed."""
-    for snapshot in snapshots:
+def _progress(snapshots, runs, pool) -> None:
+    """One line per run: 'step N of M · X steps/s · state · 12 watching', what makes it private,
+    when its turn ends, and the run's own words if it failed."""
+    frozen = bool(st.session_state.get(keys.FROZEN))
+    for i, snapshot in enumerate(snapshots):
+        run = runs[i] if i < len(runs) else None
         title = run_label(snapshot.config.norm, snapshot.config.dropout) if len(snapshots) > 1 else ""
         rate = f"{snapshot.steps_per_second:.0f} steps/s · " if snapshot.status == "running" else ""
-        line = f"step {snapshot.step} of {snapshot.config.steps} · {rate}{snapshot.status}"
+        shown = "queued" if run is not None and run.queued else snapshot.status
+        line = f"step {snapshot.step} of {snapshot.config.steps} · {rate}{shown}"
+        watching = pool.watching(run) if run is not None else 0
+        if watching > 1:
+            line += f" · {watching} watching"
         st.markdown(f"**{title}** · {line}" if title else f"**{line}**")
+        notes = []
+        if frozen and not snapshot.done:
+            notes.append("Paused for you: the run goes on for everyone watching it; Resume catches up.")
+        if snapshot.forked_at is not None:
+            notes.append(f"Your private copy, forked from the shared run at step {snapshot.forked_at:,} "
+                         "(marked on the charts).")
+        elif run is not None and not run.shared and run.reason:
+            notes.append(f"Yours alone: {run.reason}.")
+        left = pool.turn_left(run) if run is not None else None
+        if left is not None:
+            notes.append(f"Others are waiting: one tab's run trains {pool.turn_seconds / 60:g} minutes at a time "
+                         f"while runs wait, so this one gives up its slot in {_clock(left)} and continues from "
+                         "there when its turn comes again.")
+        for note in notes:
+            st.caption(note)
         if snapshot.status in ("diverged", "error"):
             st.error(f"{title + ': ' if title else ''}{snapshot.message}. The pictures show everything up to then.")
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
 
 
 def _reproduction(snapshots, choice: Choice) -> None:

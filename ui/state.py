@@ -15,6 +15,7 @@ RUN_ID = "run_id"  # counts Starts and Resets: caches below are only valid withi
 LOST_RUN = "lost_run"  # this tab's link names a server that has restarted since
 NOTICES = "notices"  # messages to show once, on the next rerun
 REFUSED = "refused"  # why the last Start was refused (beyond the budget), shown once, as errors
+FROZEN = "frozen"  # the snapshots this tab paused on: its picture while a shared run goes on for the others
 
 # The sidebar
 CHOICE = "choice"  # ui.controls.Choice: preset, config, compare, hidden controls
@@ -32,6 +33,9 @@ SCRUB_FOLLOW = "scrub_follow"  # the slider follows the newest step until the us
 DRAWN = "drawn"  # (scene, versions, figures, when the slow ones were built): figures reused across reruns
 RESTART = "restart"  # the "Restart with the new settings" button
 REESTIMATE = "reestimate"  # the "Re-estimate BN's running statistics" button
+CLASS_VIEW = "class-view"  # the toggle that shows this server's runs (ui.classview)
+OPEN = "open-"  # prefix of each listed run's Open button, followed by the run's key
+RUN_STATUS = "run-status"  # the keyed container of the machine-readable run status (ui.status)
 
 # The trainability map view (ui.map_view)
 MAP = "map-"  # + a map's name: its chart's selection (the clicked cell)
@@ -46,5 +50,5 @@ CHART = "chart-"  # ui.charts: a chart's element
 STACK = "stack-"  # ui.charts: the container that stacks a chart's slots
 JSON_DOWNLOAD, CSV_DOWNLOAD, HTML_DOWNLOAD = "json-", "csv-", "html"  # ui.live: the download buttons
 
-VIEW = (LAST, SCRUB, SCRUB_TOP, SCRUB_FOLLOW, DRAWN)  # forgotten when a new run starts
+VIEW = (LAST, SCRUB, SCRUB_TOP, SCRUB_FOLLOW, DRAWN, FROZEN)  # forgotten when a new run starts
 RUN = (*VIEW, SUBMITTED, LIVE_LR)  # forgotten on Reset

@@ -56,6 +56,7 @@ class Run:
     key: str
     config: RunConfig
     controller: str | None = None  # the owner whose Pause/Step/lr act on it; None: a shared run
+    reason: str = ""  # why a run of a shareable-looking config is private (``shareable``)
     trainer: Runner | None = None  # None while queued, or when served from the cache
     final: Snapshot | None = None  # the last snapshot of a run that has ended
     paused: bool = False  # start paused and take one step (Step)
@@ -97,6 +98,10 @@ class Entry:
     owner: str
     runs: tuple[Run, ...]
     last_seen: float
+
+    @property
+    def configs(self) -> tuple[RunConfig, ...]:
+        return tuple(run.config for run in self.runs)
 
     @property
     def trainers(self) -> tuple:
@@ -162,11 +167,12 @@ class RunPool:
             now, group = self._clock(), next(self._groups)
             runs = []
             for config in configs:
-                ok, _ = shareable(config, self.runs_in)
+                ok, reason = shareable(config, self.runs_in)
                 run = self._attach(config, now) if ok and not paused else None
                 if run is None:
                     run = Run(_private_key(config) if not ok or paused else config.key(), config,
-                              controller=owner if not ok or paused else None, paused=paused, group=group)
+                              controller=owner if not ok or paused else None, paused=paused, group=group,
+                              reason=reason)
                     self._runs[run.key] = run
                 runs.append(run)
             self._watch(owner, runs, now)
@@ -234,13 +240,13 @@ class RunPool:
             self._watch(owner, runs, now)
             self._admit()
             entry = self._owners[owner]
-        for run in entry.runs:  # its own runs: the change applies in place
-            if run.controller == owner and run.trainer is not None:
+        for run, trainer in sources:  # its own runs: the change applies in place
+            if run.controller == owner and trainer is not None:
                 if lr is not None:
-                    run.trainer.set_lr(lr)
+                    trainer.set_lr(lr)
                 if step:
-                    run.trainer.pause()
-                    run.trainer.step(1)
+                    trainer.pause()
+                    trainer.step(1)
         return entry
 
     # --- what the page shows ---------------------------------------------------------------
@@ -288,6 +294,12 @@ class RunPool:
                 "queued_owners": sum(not e.running for e in self._owners.values()),
                 "alive_trainers": self._busy(),
             }
+
+    def unfinished(self) -> list[tuple[str, RunConfig, int]]:
+        """(key, config, step) of every run not yet done: what a restart would lose."""
+        with self._lock:
+            runs = [run for run in self._runs.values() if not run.done]
+        return [(run.key, run.config, run.snapshot().step) for run in runs]
 
     def runs(self) -> list[Run]:
         """Every run this server holds, in queue order (the class view)."""

@@ -23,3 +23,5 @@ DEFAULT_STOP_GRACE = 10.0  # seconds a stopped run may take to end before its pr
 DEFAULT_TURN_SECONDS = 600.0  # a one-tab run's turn while other runs wait: ten minutes train the lesson's
 #                              50,000 steps here; with 4 slots the next in line waits at most that
 ENV_TURN_SECONDS = "BNVIZ_TURN_SECONDS"  # 0: no turns
+ENV_CACHE_DIR = "BNVIZ_CACHE_DIR"  # where finished runs are kept as run files (default: the temp dir's bnviz-runs)
+ENV_CACHE_MB = "BNVIZ_CACHE_MB"  # finished runs kept in memory, in MB of recorded arrays (bnviz.serve.cache)
