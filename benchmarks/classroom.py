@@ -332,11 +332,23 @@ def main() -> None:
                         help="issue 17's attacks under load (benchmarks/classroom_attacks.py): --sessions pages, "
                              "--duration s of the heaviest runs the budget admits, --rounds compare Starts")
     parser.add_argument("--rounds", type=int, default=6, help="attacks mode: Starts pressed by each compare tab")
+    parser.add_argument("--scenario", choices=("link", "own", "mixed", "restart"),
+                        help="issue 13's class figures (benchmarks/classroom_shared.py): everyone on the lesson "
+                             "link, everyone on a run of their own, both, or a finished lesson after a restart")
+    parser.add_argument("--cores", default="", help="with --scenario: hold the server and its runs to these cores "
+                                                    "(taskset -c; '0' is one core)")
+    parser.add_argument("--own-steps", type=int, default=2000,
+                        help="with --scenario: steps of a run of one's own (short: the queue drains) and of the "
+                             "restart scenario's lesson")
     args = parser.parse_args()
     if args.attacks:
         from benchmarks.classroom_attacks import attacks
 
         sys.exit(1 if attacks(args) else 0)
+    if args.scenario:
+        from benchmarks import classroom_shared
+
+        sys.exit(1 if classroom_shared.run(args) else 0)
     errors = soak(args) if args.soak_steps else load_stream(args) if args.clients == "stream" else load(args)
     sys.exit(1 if errors else 0)
 

@@ -163,7 +163,7 @@ class Server:
     """``streamlit run app.py`` with the given environment; a context manager that always stops it."""
 
     def __init__(self, env: dict[str, str] | None = None, port: int | None = None, log_path: Path | None = None,
-                 options: tuple[str, ...] = ()):
+                 options: tuple[str, ...] = (), prefix: tuple[str, ...] = ()):
         self.port = port or free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.env = {**os.environ, **(env or {})}
@@ -173,6 +173,7 @@ class Server:
             self.env["BNVIZ_CACHE_DIR"] = self._own_cache
         self.log_path = log_path
         self.options = options  # extra `--section.option value` pairs for streamlit run
+        self.prefix = prefix  # a command the server runs under, e.g. ("taskset", "-c", "0"): its runs inherit it
         self.process: subprocess.Popen | None = None
         self._log_start = 0  # where this start's output begins in the log file
 
@@ -181,7 +182,7 @@ class Server:
         return self.process.pid
 
     def start(self) -> Server:
-        command = [sys.executable, "-c", LAUNCHER, "run", "app.py",
+        command = [*self.prefix, sys.executable, "-c", LAUNCHER, "run", "app.py",
                    "--server.headless", "true", "--server.address", HOST, "--server.port", str(self.port),
                    "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *self.options]
         if self.log_path is not None:
