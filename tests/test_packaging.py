@@ -28,6 +28,7 @@ def test_pyproject_pins_the_requirements():
     assert {name.lower(): version for name, version in declared.items()} == listed
     test_pins = {name.lower(): version for name, version in (PIN.match(d).groups() for d in project["optional-dependencies"]["test"])}
     dev = pins(ROOT / "requirements-dev.txt")
+    assert {name: dev.pop(name) for name in listed} == listed  # the app's pins, repeated (not its CPU index)
     assert test_pins == dev
 
 
