@@ -26,9 +26,11 @@ BUTTON_KEYS = ("start", "pause", "resume", "step", "reset")
 RUN_STEPS = 200_000  # the most allowed: a quiet machine trains ~1,000 steps/s, and a run that ends cannot be paused
 RUN = f"steps={RUN_STEPS}"
 
-# The page's run status (ui/status.py) as [step, of, status] of its first run.
-PROGRESS_JS = "() => { const s = (" + browserclient.STATUS_JS + ")(); " + \
-    "return s && s.runs.length ? [s.runs[0].step, s.runs[0].steps, s.runs[0].status] : null; }"
+# The page's run status (ui/status.py) as [step, of, status] of its first run; "paused" while this tab's
+# picture is paused (a shared run goes on for the others).
+PROGRESS_JS = "() => { const s = (" + browserclient.STATUS_JS + ")(); if (!s || !s.runs.length) return null; " + \
+    "const r = s.runs[0]; return [r.step, r.steps, s.state === 'paused' ? 'paused' : r.status]; }"
+
 
 
 def open_app(page, base_url: str, query: str = "") -> None:

@@ -371,7 +371,7 @@ def test_two_tabs_on_one_link_see_one_run_and_a_fork_changes_only_its_own(server
     shared = run_status(first)["runs"][0]
     assert shared["key"] == run_status(second)["runs"][0]["key"]
     first.wait(lambda s: run_status(first)["runs"][0]["watching"] == 2, "both tabs counted")
-    thumb = first.page.locator(".st-key-lr [role='slider']")
+    thumb = first.page.locator(".st-key-lr input[type=range]")
     thumb.focus()
     thumb.press("ArrowLeft")  # a smaller learning rate, live
     first.wait(lambda s: run_status(first)["runs"][0]["forked_at"] is not None, "the fork")
