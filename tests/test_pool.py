@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from bnviz.config import RunConfig
-from bnviz.serve.pool import RunPool, shareable
+from bnviz.serve.pool import RunPool
+from bnviz.serve.runs import shareable
 from bnviz.serve.process import TrainerProcess
 
 CONFIG = RunConfig(dataset="synthetic", depth=2, width=16, batch_size=32, steps=200_000, eval_every=1000,

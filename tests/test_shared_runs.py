@@ -16,7 +16,7 @@ import pytest
 
 from bnviz.config import NORMS
 from bnviz.presets import PRESETS
-from bnviz.serve.pool import shareable
+from bnviz.serve.runs import shareable
 from bnviz.serve.process import TrainerProcess
 from bnviz.trainer import Trainer
 

@@ -21,7 +21,7 @@ import time
 import streamlit as st
 
 from bnviz.config import field_names
-from bnviz.serve.pool import Entry
+from bnviz.serve.runs import Entry
 from ui import cost, session
 from ui import state as keys
 from ui.controls import Choice

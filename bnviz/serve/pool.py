@@ -34,97 +34,16 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bnviz.config import RunConfig
 from bnviz.serve.settings import (DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING, DEFAULT_QUEUE_TIMEOUT,
                                   DEFAULT_STOP_GRACE, DEFAULT_TURN_SECONDS)
-from bnviz.snapshot import Runner, RunnerFactory, Snapshot
+from bnviz.serve.runs import FINAL_KEPT, Entry, Run, private_key, shareable
+from bnviz.snapshot import RunnerFactory
 
 if TYPE_CHECKING:
     from bnviz.serve.cache import RunCache
-
-FINAL_KEPT = ("finished", "diverged")  # ends that are the config's result, the same every time: kept and shared
-
-
-@dataclass
-class Run:
-    """One trainer's run and who watches it."""
-
-    key: str
-    config: RunConfig
-    controller: str | None = None  # the owner whose Pause/Step/lr act on it; None: a shared run
-    reason: str = ""  # why a run of a shareable-looking config is private (``shareable``)
-    trainer: Runner | None = None  # None while queued, or when served from the cache
-    final: Snapshot | None = None  # the last snapshot of a run that has ended
-    paused: bool = False  # start paused and take one step (Step)
-    resume: bytes | None = None  # the state a queued fork or a run whose turn ended continues from
-    fork: bool = False  # resume is another run's state: marked on the timeline
-    lr: float | None = None  # a fork's new learning rate, from its first step
-    group: int = 0  # runs submitted together start together
-    watchers: dict[str, float] = field(default_factory=dict)  # owner -> when it last polled
-    started: float | None = None  # when its current turn began
-    yielding: bool = False  # its turn is ending: requeued with its state once it has ended
-    held: Snapshot | None = None  # its last snapshot while it waits for its next turn
-
-    @property
-    def shared(self) -> bool:
-        return self.controller is None
-
-    @property
-    def queued(self) -> bool:
-        return self.trainer is None and self.final is None
-
-    @property
-    def done(self) -> bool:
-        return self.final is not None
-
-    def snapshot(self) -> Snapshot:
-        if self.final is not None:
-            return self.final
-        if self.trainer is not None:
-            return self.trainer.snapshot()
-        if self.held is not None:
-            return self.held
-        return Snapshot(config=self.config, lr=self.config.lr)
-
-
-@dataclass
-class Entry:
-    """One owner (a browser tab): the runs it watches, in the order it asked for them."""
-
-    owner: str
-    runs: tuple[Run, ...]
-    last_seen: float
-
-    @property
-    def configs(self) -> tuple[RunConfig, ...]:
-        return tuple(run.config for run in self.runs)
-
-    @property
-    def trainers(self) -> tuple:
-        return tuple(run.trainer for run in self.runs if run.trainer is not None)
-
-    @property
-    def running(self) -> bool:
-        """Every run has started (or is done): nothing of this tab waits in line."""
-        return not any(run.queued for run in self.runs)
-
-
-def shareable(config: RunConfig, runs_in: str = "process") -> tuple[bool, str]:
-    """Whether two trainers of this config record the same history, and why not.
-
-    A run in a process of its own seeds every generator it draws from (weights, data order,
-    the noise of noisy BN each have their own; ``torch.manual_seed`` covers the rest), so every
-    config is deterministic there. Threads of one server share torch's global generator: a
-    config that draws from it while it trains (dropout) depends on what the other runs drew."""
-    if runs_in == "thread" and getattr(config, "dropout", 0):
-        return False, ("dropout draws from torch's generator, which runs in threads of one server share: "
-                       "this run is yours alone, not shared")
-    return True, ""
-
 
 class RunPool:
     """Thread-safe registry of runs by key, the tabs watching them, a cap and a queue."""
@@ -170,7 +89,7 @@ class RunPool:
                 ok, reason = shareable(config, self.runs_in)
                 run = self._attach(config, now) if ok and not paused else None
                 if run is None:
-                    run = Run(_private_key(config) if not ok or paused else config.key(), config,
+                    run = Run(private_key(config) if not ok or paused else config.key(), config,
                               controller=owner if not ok or paused else None, paused=paused, group=group,
                               reason=reason)
                     self._runs[run.key] = run
@@ -234,7 +153,7 @@ class RunPool:
                 if run.controller == owner or state is None:  # its own run, or one with no state to fork
                     runs.append(run)
                     continue
-                runs.append(Run(_private_key(run.config), run.config, controller=owner, resume=state, fork=True,
+                runs.append(Run(private_key(run.config), run.config, controller=owner, resume=state, fork=True,
                                 lr=lr, paused=step, group=group))
                 self._runs[runs[-1].key] = runs[-1]
             self._watch(owner, runs, now)
@@ -439,7 +358,3 @@ class RunPool:
         if run.paused:  # here, not on the click: a Step that waited in line still gets its step
             trainer.step(1)
         run.trainer, run.started, run.resume, run.lr = trainer, now, None, None
-
-
-def _private_key(config: RunConfig) -> str:
-    return f"{config.key()}~{uuid.uuid4().hex[:8]}"
