@@ -388,3 +388,24 @@ def test_two_tabs_on_one_link_see_one_run_and_a_fork_changes_only_its_own(server
     wait_server(server, lambda u: u.run_processes == 0, "every run to end", REAPED_WITHIN)
     no_tracebacks(server)
 
+
+
+def test_a_finished_run_is_served_from_the_cache_after_a_restart_and_the_lost_ones_are_named(server, baseline, tabs):
+    done, unfinished = tabs("steps=300&seed=11", f"{LONG}&seed=12")
+    done.press("start")
+    unfinished.start()
+    done.wait(lambda s: s == ("finished", 300, 300), "the short run to finish", timeout_ms=60_000)
+    key = run_status(done)["runs"][0]["key"]
+    unfinished.advancing()
+    time.sleep(REAP_SECONDS + 2)  # the reaper names the unfinished run in the cache folder's live.json
+    server.restart()
+    for tab in (done, unfinished):
+        tab.wait(lambda s: s[0] == "idle", "the page to reconnect to the new server", timeout_ms=60_000)
+    lost = " ".join(unfinished.texts("stAlertContentWarning"))
+    assert "Lost:" in lost and "steps 200000" in lost and "seed 12" in lost and "seed 11" not in lost, lost
+    done.press("start")
+    done.wait(lambda s: s == ("finished", 300, 300), "the finished run from the cache", timeout_ms=SETTLE_MS)
+    assert run_status(done)["runs"][0]["key"] == key
+    assert server.usage().run_processes == 0  # nothing trained it again
+    done.assert_no_exception()
+    no_tracebacks(server)
