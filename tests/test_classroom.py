@@ -244,7 +244,8 @@ def test_twelve_protocol_sessions_are_all_served_in_turn(server, baseline):
     queued = [client for client in clients if any(state.startswith("queued") for _, state in client.log)]
     assert len(queued) >= len(clients) - 2 * MAX_RUNNING  # two sessions to a run
     ahead = [int(state.split()[1]) for c in queued for _, state in c.log if state.startswith("queued")]
-    assert max(ahead) == len(clients) // 2 - MAX_RUNNING - 1  # runs ahead, not sessions: 3 with 6 runs on 2 slots
+    assert 1 <= max(ahead) <= len(clients) // 2 - MAX_RUNNING - 1  # runs ahead, not sessions: at most 3 (6 runs, 2
+    #                                                                slots); counted in sessions it would reach 9
     wait_server(server, lambda u: u.trainer_threads == u.run_processes == 0, "every run to end", SETTLE_MS / 1000)
     no_tracebacks(server)
 

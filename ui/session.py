@@ -115,7 +115,7 @@ def shared() -> Shared:
     if runs_in == "thread":
         importlib.import_module("bnviz.serve.warm")  # torch's first optimizer in this process, now: ~2 s the first run would wait
     else:
-        process.warm_up()  # the fork server imports torch now (~4 s), not when the first visitor presses Start
+        process.warm_up(wait=True)  # the fork server imports torch now (~4 s), not when the first visitor presses Start
         make_trainer = process.TrainerProcess
     cache = run_cache()
     runs = Shared(RunPool(max_running, idle_timeout, make_trainer=make_trainer, turn_seconds=turn, cache=cache),

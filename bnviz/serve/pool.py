@@ -96,7 +96,7 @@ class RunPool:
                 runs.append(run)
             self._watch(owner, runs, now)
             self._admit()
-            return self._owners[owner]
+            return self._stamp(owner)
 
     def open(self, owner: str, keys) -> Entry | None:
         """Watch runs by key (the class view's click); None if one of them is gone."""
@@ -158,7 +158,7 @@ class RunPool:
                 self._runs[runs[-1].key] = runs[-1]
             self._watch(owner, runs, now)
             self._admit()
-            entry = self._owners[owner]
+            entry = self._stamp(owner)
         for run, trainer in sources:  # its own runs: the change applies in place
             if run.controller == owner and trainer is not None:
                 if lr is not None:
@@ -254,6 +254,15 @@ class RunPool:
             if final is not None:
                 run = self._runs[key] = Run(key, config, final=final)
         return run
+
+    def _stamp(self, owner: str) -> Entry:
+        """The owner is here now: starting its runs may have taken a while (a cold fork server took
+        ~11 s on a loaded machine), and the reaper must not take that for a closed tab."""
+        entry, now = self._owners[owner], self._clock()
+        entry.last_seen = now
+        for run in entry.runs:
+            run.watchers[owner] = now
+        return entry
 
     def _watch(self, owner: str, runs: list[Run], now: float) -> None:
         old = self._owners.get(owner)

@@ -44,10 +44,20 @@ PROCESS_NAME = b"bnviz-run"  # the child's name in ps and /proc, so a server's r
 NICENESS = 5
 
 
-def warm_up() -> None:
-    """Start the fork server now (it warms torch up, ~4 s here), not when the first visitor presses Start."""
+def warm_up(wait: bool = False) -> None:
+    """Start the fork server now (it warms torch up, ~4 s here), not when the first visitor presses Start.
+    ``wait``: return only once it has forked a first child, so the first run's start (made while
+    the server's run pool is locked) does not wait for torch's import (~11 s on a loaded machine)."""
     _CONTEXT.set_forkserver_preload(PRELOAD)
     multiprocessing.forkserver.ensure_running()
+    if wait:
+        first = _CONTEXT.Process(target=_nothing, name="bnviz-warm", daemon=True)
+        first.start()
+        first.join()
+
+
+def _nothing() -> None:
+    """A first child of the fork server: proof that it has imported what every run needs."""
 
 
 class TrainerProcess:
