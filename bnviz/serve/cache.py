@@ -192,6 +192,8 @@ def snapshot_from_run(run: dict) -> Snapshot:
                "std": stacked("std"), "percentiles": percentiles("percentiles"),
                "unit_percentiles": percentiles("unit_percentiles"), "saturation": stacked("saturation"),
                "nonfinite": stacked("nonfinite"), "grad_norm": stacked("grad_norm")}
+    if layers and all("near_zero" in layer for layer in layers):  # recorded since fastai's near-zero fraction
+        columns["near_zero"] = stacked("near_zero")
     for array in columns.values():
         array.flags.writeable = False
     landscape = run.get("landscape", {"steps": np.zeros(0, dtype=np.int64)})
