@@ -121,14 +121,14 @@ def report(args, result: dict) -> list[tuple[str, str]]:
         label = "on the link" if name == "link" else "on runs of their own"
         rows.append((f"sessions {label}: showing their run training", f"{len(waits)} of {len(members)}"))
         if waits:
-            rows.append((f"  Start -> training, p50 / p95 / max (s)",
+            rows.append(("  Start -> training, p50 / p95 / max (s)",
                          f"{percentile(waits, 50):.2f} / {percentile(waits, 95):.2f} / {max(waits):.2f}"))
         if rates:
-            rows.append((f"  steps/s seen per session p50 (min-max); fairness (Jain)",
+            rows.append(("  steps/s seen per session p50 (min-max); fairness (Jain)",
                          f"{percentile(rates, 50):.0f} ({min(rates):.0f}-{max(rates):.0f}); {jain(rates):.2f}"))
         ahead = [s.max_ahead for _, s in members if s.max_ahead is not None]
         if ahead:
-            rows.append((f"  told at most this many runs ahead", str(max(ahead))))
+            rows.append(("  told at most this many runs ahead", str(max(ahead))))
     rows.append(("memory: server, fork server and runs (PSS), baseline / peak (MB)",
                  f"{result['baseline_mb']:.0f} / {result['peak_mb']:.0f}"))
     rows.append(("exceptions on pages", str(result["exceptions"])))

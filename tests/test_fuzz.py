@@ -56,7 +56,7 @@ def release_the_pool():
     """The page's shared pool (and its reaper thread) outlives each AppTest: stop it at the end."""
     yield
     pool = session.pool()
-    trainers = [t for entry in list(pool._entries.values()) for t in entry.trainers]
+    trainers = [run.trainer for run in pool.runs() if run.trainer is not None]
     st.cache_resource.clear()  # fires on_release: every trainer is told to stop, the reaper ends
     for trainer in trainers:
         assert trainer.join(30), "a trainer thread did not stop"
