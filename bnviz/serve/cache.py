@@ -32,7 +32,7 @@ from bnviz.config import RunConfig
 from bnviz.snapshot import Snapshot
 
 DEFAULT_FOLDER = Path(tempfile.gettempdir()) / "bnviz-runs"  # the deployment's temp dir: writable everywhere
-DEFAULT_MEMORY_MB = 256  # ~90 finished lesson runs of 50,000 steps (~2.8 MB each in memory)
+DEFAULT_MEMORY_MB = 256  # a hundred finished lesson runs or more: a history of at most 1,024 columns keeps ~2.4 MB
 DEFAULT_DISK_MB = 1024  # run files kept: a few hundred lessons
 KEY = re.compile(r"^[0-9a-f]{8,64}$")  # RunConfig.key(): nothing else becomes a file name
 LIVE = "live.json"
