@@ -23,6 +23,7 @@ import torch
 from bnviz.history import History, Series
 
 SCALARS = ("_step", "_last_eval", "_base_lr", "_lr_events", "_rate")  # the trainer's own counters
+RECORDS = ("_evaluations",)  # the accuracies and BN running statistics measured so far (bnviz.evaluation)
 STREAM = ("epoch", "_order", "_position")  # BatchStream's position; its generator travels as a state
 
 
@@ -37,7 +38,8 @@ def capture(trainer) -> bytes:
         "global_generator": torch.get_rng_state(),
         "stream": {name: getattr(stream, name) for name in STREAM} | {"generator": stream._generator.get_state()},
         "scalars": {name: getattr(trainer, name) for name in SCALARS},
-        "records": {name: value for name, value in vars(trainer).items() if isinstance(value, (History, Series))},
+        "records": {name: value for name, value in vars(trainer).items()
+                    if isinstance(value, (History, Series)) or name in RECORDS},
     }
     return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
