@@ -199,7 +199,19 @@ def snapshot_from_run(run: dict) -> Snapshot:
     landscape = run.get("landscape", {"steps": np.zeros(0, dtype=np.int64)})
     lr_events = run.get("lr_events", {"steps": [], "values": []})
     config = RunConfig.from_dict(run["config"])
-    return Snapshot(
+    extra = {}
+    for name in ("train_accuracy", "batch_accuracy"):  # recorded since the train/eval accuracies
+        if name in run:
+            extra[name] = run[name]["values"]
+    if "reestimates" in run:
+        found = run["reestimates"]
+        extra["reestimates"] = tuple((int(step), float(before), float(after)) for step, before, after
+                                     in zip(found["steps"], found["before"], found["after"]))
+    if "running_stats" in run and len(run["running_stats"]["steps"]):
+        found = run["running_stats"]
+        extra["running_steps"] = found["steps"]
+        extra["running_stats"] = np.stack([found[key] for key in runfile.RUNNING_KEYS], axis=2)  # (r, layers, 6)
+    return Snapshot(**extra,
         config=config, status=run["status"], message=run["message"], step=int(run["steps"][-1]) if n else 0,
         version=1, layer_names=tuple(layer["name"] for layer in layers),
         pre_edges=layers[0]["bin_edges"] if layers else np.zeros(0),
