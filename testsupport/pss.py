@@ -39,10 +39,31 @@ def fork_server_pid() -> int:
     return multiprocessing.forkserver._forkserver._forkserver_pid  # the stdlib keeps it there, unexported
 
 
+def children(pid: int) -> list[int]:
+    """The process's living children (Linux: ``/proc/<pid>/task/*/children``)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def wait_alone(server: int, timeout: float = 120.0) -> None:
+    """Wait until no other run of the fork server is alive: while one ends, the pages it shared
+    with the server stop being shared, and the server's PSS grows under the measurement."""
+    deadline = time.monotonic() + timeout
+    while children(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def run_peak_mb(config: RunConfig, steps: int, timeout: float = 600.0) -> tuple[float, int]:
     """(peak growth in MB of the fork server's and the run's PSS, steps trained) over the first
-    ``steps`` steps of ``config`` in a real run process (``TrainerProcess``)."""
+    ``steps`` steps of ``config`` in a real run process (``TrainerProcess``), started when the
+    fork server has no other run."""
     server = fork_server_pid()
+    wait_alone(server)
     before = pss_mb(server)
     trainer = process.TrainerProcess(config).start()
     peak, deadline = 0.0, time.monotonic() + timeout
