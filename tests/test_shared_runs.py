@@ -40,7 +40,16 @@ def assert_same(a, b, where: str) -> None:
     assert a.lr_events == b.lr_events, where
 
 
-CASES = [(name, norm) for name in PRESETS for norm in NORMS]
+def valid(name: str, norm: str) -> bool:
+    """A preset and norm the engine accepts (instancenorm needs the CNN: an MLP config with it is refused)."""
+    try:
+        PRESETS[name].config.replace(norm=norm)
+    except ValueError:
+        return False
+    return True
+
+
+CASES = [(name, norm) for name in PRESETS for norm in NORMS if valid(name, norm)]
 
 
 @pytest.mark.parametrize("name,norm", CASES)
