@@ -117,11 +117,14 @@ def test_the_pitfall_preset_reestimates_and_shows_the_effect(app):
     wait_for(lambda: trainer.snapshot().step >= 200, at)
     at.run()
     at.button(key="reestimate").click().run()
-    wait_for(lambda: len(trainer.snapshot().reestimates) == 1, at)
-    step, before, after = trainer.snapshot().reestimates[0]
+    fork = session.pool().get(at.session_state["owner"]).trainers[0]  # changing is private: a fork of the run
+    assert fork is not trainer
+    wait_for(lambda: len(fork.snapshot().reestimates) == 1, at)
+    assert not trainer.snapshot().reestimates  # the shared run, which others may watch, is unchanged
+    step, before, after = fork.snapshot().reestimates[0]
     assert after > before  # the running averages lag at momentum 0.001: re-estimating helps
-    at.button(key="pause").click().run()
-    wait_for(lambda: trainer.snapshot().status == "paused", at)
+    at.button(key="pause").click().run()  # the tab controls its fork: Pause pauses it
+    wait_for(lambda: fork.snapshot().status == "paused", at)
     at.run()
     gap = [chart for chart in charts(at) if any("re-estimated" in str(t.get("name")) for t in chart["data"])]
     assert gap and f"{before:.1%} → {after:.1%}" in json.dumps(gap[0], ensure_ascii=False)

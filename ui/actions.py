@@ -149,6 +149,17 @@ def step(entry: Entry) -> None:
         _settle(trainers, stepped)
 
 
+def make_private(entry: Entry) -> Entry:
+    """This tab's own runs before it changes them: a shared run is forked from its state now (the
+    others keep watching theirs); runs the tab already controls are changed in place."""
+    if controlled(entry):
+        return entry
+    forked = session.pool().fork(session.owner()) or entry
+    st.session_state.pop(keys.FROZEN, None)
+    _forked(forked)
+    return forked
+
+
 def _forked(entry: Entry) -> None:
     """Say so: the others keep the shared run."""
     state = st.session_state

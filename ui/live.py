@@ -137,9 +137,13 @@ def _train_eval(figure, config, training: bool, entry, current: str) -> None:
         if st.button("Re-estimate BN's running statistics on training data", key=keys.REESTIMATE,
                      help="Replaces every BatchNorm's running mean and variance by those of 2,000 training images; "
                           "held-out accuracy in evaluation mode is measured just before and after."):
+            entry = actions.make_private(entry)  # changing is private: on a shared run, a fork of it
             for trainer in entry.trainers:
                 trainer.reestimate()
-            st.toast("Re-estimating: the diamond on the left chart shows the accuracy before → after.")
+            if entry.running:
+                st.toast("Re-estimating: the diamond on the left chart shows the accuracy before → after.")
+            else:
+                st.toast("Your private copy waits for a free slot: press Re-estimate again once it trains.")
 
 
 def _progress(snapshots, runs, pool) -> None:
