@@ -16,7 +16,7 @@ def test_a_map_writes_its_files_and_a_repeat_reads_every_cell(tmp_path, capsys):
     assert main(["map", *SMALL, "--out", str(out)]) == 0
     first = capsys.readouterr()
     summary = (out / "summary.txt").read_text()
-    assert first.out == summary and len(summary.splitlines()) == 3
+    assert first.out == summary and len(summary.splitlines()) == 4  # the four claim lines of a lr x init sigma map
     assert all(line.endswith(("reproduced", "within noise")) for line in summary.splitlines())
     assert "8 cells trained, 0 read from disk" in first.err
     assert len(list((out / "cells").glob("*.json"))) == 8
