@@ -64,7 +64,7 @@ LAYER_TENSORS = {"none": 2, "batchnorm": 3, "noisy-batchnorm": 5, "noise": 4}  #
 #                  any other normalization counts as batchnorm (one more tensor than none)
 OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "adam": 2, "fastai-adam": 2}  # tensors the size of the weights (AdamW: 2)
 RING_BYTES = 16  # per ring value: the ring, the tensors caught for it, the reducer's index and work buffers
-BASE_MB = 35.0  # a run process doing nothing: the interpreter and torch's pages it dirties after the fork
+BASE_MB = 45.0  # a run process doing nothing: the interpreter and torch's pages it dirties after the fork
 ALLOCATOR = 1.15  # freed blocks the allocator keeps, measured over runs at every size
 GEMM_FLOPS = 75e9  # one core's matrix products, measured (3 x 1024 at batch 2048: 494 ms a step)
 CONV_FLOPS = 17e9  # convolutions use that core less well (the CNN at batch 2048: 243 ms a step)

@@ -99,7 +99,8 @@ MEASURED = [(preset.config.replace(steps=200_000), 120 if preset.config.arch == 
     (RunConfig(arch="cnn", activation="relu", norm="noisy-batchnorm", batch_size=2048, landscape_every=1, steps=1000), 2),
     (RunConfig(depth=20, width=1024, batch_size=1, eval_every=1, eval_size=10_000, steps=1000), 3),
     (RunConfig(depth=1, width=8, batch_size=1, dataset="fashion-mnist", steps=200_000), 1500),
-    (RunConfig(depth=14, width=1024, activation="relu", norm="noisy-batchnorm", landscape_every=50, steps=1000), 120),
+    (RunConfig(dataset="fashion-mnist", depth=19, width=1024, activation="relu", norm="noise", batch_size=64,
+               steps=1000), 120),
     (RunConfig(depth=8, width=1024, activation="relu", norm="batchnorm", optimizer="adam", batch_size=256,
                landscape_every=50, steps=1000), 60),
 ]
