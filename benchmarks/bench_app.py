@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import base64
 import os
-
 import statistics
 import threading
 import time

@@ -49,7 +49,8 @@ CLASSES = 10
 CNN_CHANNELS = (8, 16, 32, 64)
 CNN_KERNELS = (5, 3, 3, 3)
 CNN_STRIDE = 2
-DATASET_IMAGES = {"mnist": 0, "fashion-mnist": 12_000, "synthetic": 7_000}  # mnist is the fork server's, shared
+DATASET_IMAGES = {"mnist": 0, "fashion-mnist": 12_000, "synthetic": 7_000,  # mnist is the fork server's, shared
+                  "mnist-shifted": 2_000}  # its own shifted held-out images beside mnist's shared training set
 DATASET_LOAD = 1.5  # standardizing the images makes a float copy beside the one kept, while it loads
 RING_ELEMENTS = 2_000_000
 MAX_RING_STEPS = 128

@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass, fields
 
-DATASETS = ("mnist", "fashion-mnist", "synthetic")
+DATASETS = ("mnist", "fashion-mnist", "synthetic", "mnist-shifted")  # mnist-shifted: held-out images shifted (bnviz.data)
 ARCHS = ("mlp", "cnn")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky-relu", "gelu", "linear")
 NORMS = ("none", "batchnorm", "noisy-batchnorm", "noise",  # "noise": the same noise, no BN

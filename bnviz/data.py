@@ -9,6 +9,7 @@ starts from inputs of scale one and the comparison with BN is fair.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ CLASSES = {  # used for IDX files and synthetic; the bundled .npz files carry th
                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     "synthetic": tuple(f"pattern {i}" for i in range(10)),
 }
+SHIFTED = {"mnist-shifted": "mnist"}  # datasets whose held-out images differ from their base's training images
+SHIFT_SCALE, SHIFT_OFFSET = 0.75, 0.5  # a shifted held-out pixel: 0.75 x + 0.5 of the standardized x, i.e.
+#                                      fainter strokes on a lighter background (an affine change of every pixel)
 IDX_FILES = {  # the names LeCun's and Zalando's downloads use, with or without ".gz"
     "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
     "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
@@ -77,6 +81,8 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _load_cached(name: str, data_dir: str | None) -> Dataset:
+    if name in SHIFTED:
+        return _shifted(name, _load_cached(SHIFTED[name], data_dir))
     if name == "synthetic":
         source = f"generated in code from seed {SYNTHETIC_SEED}"
         return _standardize(name, _synthetic(), CLASSES[name], source)
@@ -116,6 +122,17 @@ def _standardize(name: str, arrays: dict[str, np.ndarray], classes: tuple[str, .
     return Dataset(name, train_x, train_y, test_x, test_y, classes, source)
 
 
+def _shifted(name: str, base: Dataset) -> Dataset:
+    """The base dataset with its held-out images shifted (``SHIFT_SCALE``, ``SHIFT_OFFSET``): a shift
+    between training and test data. Training uses the base's own tensors (shared, not copied).
+    BatchNorm with the batch's statistics undoes an affine change of the inputs in its first
+    layer; with running averages of the training batches it does not: the gap the shift opens."""
+    shifted = (base.test_x.numpy().astype(np.float64) * SHIFT_SCALE + SHIFT_OFFSET).astype(np.float32)
+    source = (f"{base.source}; held-out images shifted: each standardized pixel x becomes "
+              f"{SHIFT_SCALE:g} x + {SHIFT_OFFSET:g} (fainter strokes on a lighter background)")
+    return dataclasses.replace(base, name=name, test_x=torch.from_numpy(shifted), source=source)
+
+
 def _standardized(images: np.ndarray, mean: float, std: float) -> np.ndarray:
     """``(images - mean) / std`` in float64, rounded to float32 once: a chunk of images at a time,
     so the float64 work never holds more than a chunk (elementwise, so the same bits as at once)."""
@@ -153,7 +170,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 
 def _synthetic() -> dict[str, np.ndarray]:
-    """10 classes of smooth random prototypes, each example shifted and noised (float32)."""
+    """10 classes of smooth random prototypes, each example shifted and noised (float64)."""
     rng = np.random.default_rng(SYNTHETIC_SEED)
     canvas = IMAGE_SIZE + 2 * SYNTHETIC_SHIFT  # each prototype is larger than an image
     grids = torch.from_numpy(rng.standard_normal((10, 1, SYNTHETIC_GRID, SYNTHETIC_GRID)))

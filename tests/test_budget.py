@@ -8,7 +8,7 @@ import math
 import pytest
 
 from bnviz import budget
-from bnviz.config import NORMS, OPTIMIZERS, RunConfig
+from bnviz.config import DATASETS, NORMS, OPTIMIZERS, RunConfig
 from bnviz.history import CAPACITY
 from bnviz.model import CNN_CHANNELS, build_model
 from bnviz.presets import PRESETS
@@ -29,8 +29,9 @@ def test_the_estimate_counts_the_network_torch_builds(config):
     assert net.features == tuple(math.prod(shape) for shape in _pre_activation_shapes(network, budget.INPUT_SHAPE))
 
 
-def test_the_estimate_knows_every_optimizer_and_norm():
+def test_the_estimate_knows_every_optimizer_norm_and_dataset():
     assert set(budget.OPTIMIZER_STATE) == set(OPTIMIZERS)
+    assert set(budget.DATASET_IMAGES) == set(DATASETS)
     assert set(budget.LAYER_TENSORS) <= set(NORMS)  # a norm not listed counts as batchnorm
 
 

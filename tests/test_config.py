@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bnviz import config as cfg
-from bnviz.config import LIMITS, RunConfig, field_names, field_kind
+from bnviz.config import LIMITS, RunConfig, field_kind, field_names
 
 CHOICES = {
     "dataset": cfg.DATASETS,

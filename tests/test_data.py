@@ -175,3 +175,17 @@ def test_standardization_is_the_same_bits_at_one_and_two_torch_threads(name):
             pixels = npz["train_x"].astype(np.float64)
             expected = ((npz["test_x"].astype(np.float64) - pixels.mean()) / pixels.std(ddof=1)).astype(np.float32)
         np.testing.assert_array_equal(one.test_x[:, 0].numpy(), expected)
+
+
+def test_the_shifted_dataset_trains_on_mnist_and_holds_out_shifted_images():
+    """mnist-shifted: MNIST's own training tensors (shared, not copied) and its held-out images
+    shifted by SHIFT_SCALE x + SHIFT_OFFSET, computed in float64 and rounded once."""
+    from bnviz.data import SHIFT_OFFSET, SHIFT_SCALE
+
+    mnist, shifted = load_dataset("mnist"), load_dataset("mnist-shifted")
+    assert shifted.name == "mnist-shifted" and "shifted" in shifted.source
+    assert shifted.train_x is mnist.train_x and shifted.train_y is mnist.train_y
+    assert torch.equal(shifted.test_y, mnist.test_y)
+    expected = (mnist.test_x.numpy().astype(np.float64) * SHIFT_SCALE + SHIFT_OFFSET).astype(np.float32)
+    np.testing.assert_array_equal(shifted.test_x.numpy(), expected)
+    assert abs(shifted.test_x.mean().item() - mnist.test_x.mean().item()) > 0.4  # a real shift of the inputs

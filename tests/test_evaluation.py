@@ -170,3 +170,35 @@ def test_reestimate_command_measures_its_effect_while_paused():
     finally:
         trainer.stop()
         trainer.join(30)
+
+
+def test_batch_statistics_undo_the_shifted_dataset_s_shift_and_running_averages_do_not():
+    """Why bn-shift shows a gap: an affine change of every pixel moves and scales each first-layer
+    pre-activation, which a BN before the first activation takes out with the batch's statistics
+    and not with its running averages (estimated on unshifted training batches)."""
+    from bnviz.data import SHIFT_OFFSET, SHIFT_SCALE
+
+    torch.manual_seed(0)
+    network = build_model(RunConfig(norm="batchnorm"))
+    data = load_dataset("mnist")
+    batch = data.test_x[:60]
+    shifted = batch * SHIFT_SCALE + SHIFT_OFFSET
+    network.train()
+    for step in range(50):  # running averages of training batches
+        network(data.train_x[60 * step:60 * (step + 1)])
+    first = network.blocks[0]
+    captured = []
+    hook = first.norm.register_forward_hook(lambda module, args, out: captured.append(out.detach().clone()))
+    try:
+        with torch.no_grad():
+            saved = copy.deepcopy(network.state_dict())
+            network.train()
+            network(batch), network(shifted)  # the batch's statistics
+            network.load_state_dict(saved)
+            network.eval()
+            network(batch), network(shifted)  # the running averages
+    finally:
+        hook.remove()
+    train_plain, train_shifted, eval_plain, eval_shifted = captured
+    assert torch.allclose(train_plain, train_shifted, atol=1e-3)
+    assert (eval_plain - eval_shifted).abs().mean() > 0.1

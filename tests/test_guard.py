@@ -9,8 +9,9 @@ import subprocess
 import sys
 import time
 
-from bnviz import budget
 from test_app import app, owner, texts, wait_for  # noqa: F401 (app is a fixture)
+
+from bnviz import budget
 from ui import controls, live, session
 
 AT_THE_LIMITS = dict(depth="20", width="1024", batch_size="2048", steps="200000")  # one run took 847 MB here

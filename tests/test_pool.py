@@ -15,8 +15,8 @@ import pytest
 
 from bnviz.config import RunConfig
 from bnviz.serve.pool import RunPool
-from bnviz.serve.runs import shareable
 from bnviz.serve.process import TrainerProcess
+from bnviz.serve.runs import shareable
 
 CONFIG = RunConfig(dataset="synthetic", depth=2, width=16, batch_size=32, steps=200_000, eval_every=1000,
                    eval_size=200)

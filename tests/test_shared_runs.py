@@ -16,8 +16,8 @@ import pytest
 
 from bnviz.config import NORMS
 from bnviz.presets import PRESETS
-from bnviz.serve.runs import shareable
 from bnviz.serve.process import TrainerProcess
+from bnviz.serve.runs import shareable
 from bnviz.trainer import Trainer
 
 STEPS = 24  # a few rings' worth of recorded steps, two evaluations and, for the landscape preset, its probe

@@ -18,8 +18,8 @@ from bnviz import landscape
 from bnviz.config import RunConfig
 from bnviz.data import BatchStream, load_dataset
 from bnviz.model import StepNoise, build_model
-from bnviz.snapshot import FINAL_STATES
 from bnviz.optim import ONECYCLE_DIV, ONECYCLE_FINAL_DIV, ONECYCLE_WARMUP, onecycle_factor
+from bnviz.snapshot import FINAL_STATES
 from bnviz.trainer import Trainer
 
 WAIT = 30.0  # seconds: generous for a loaded CI machine; a passing test waits far less

@@ -14,8 +14,21 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from bnviz.config import (ACTIVATIONS, ARCHS, CNN_FIRST_CHANNELS, DATASETS, INITS, LIMITS, NORM_POSITIONS, NORMS,
-                          OPTIMIZERS, RUNNING_STATS_NORMS, SCHEDULES, RunConfig, field_names)
+from bnviz.config import (
+    ACTIVATIONS,
+    ARCHS,
+    CNN_FIRST_CHANNELS,
+    DATASETS,
+    INITS,
+    LIMITS,
+    NORM_POSITIONS,
+    NORMS,
+    OPTIMIZERS,
+    RUNNING_STATS_NORMS,
+    SCHEDULES,
+    RunConfig,
+    field_names,
+)
 from bnviz.presets import DEFAULT_PRESET, PRESETS, Preset
 from bnviz.serve.settings import SERVER_PARAM
 from bnviz.style import NORM_LABELS
@@ -265,7 +278,8 @@ def _widgets(choice: Choice) -> dict:
     if show["batch_size"]:
         _log_slider("Batch size", "batch_size", BATCH_SIZES)
     if show["dataset"]:
-        st.selectbox("Dataset", DATASETS, key="dataset")
+        st.selectbox("Dataset", DATASETS, key="dataset", help="\n".join(f"- **{name}**: {explain.DATASETS[name]}"
+                                                                         for name in DATASETS))
     if show["seed"]:
         st.number_input("Seed", *LIMITS["seed"], key="seed", step=1)
     if show["steps"]:

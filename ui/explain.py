@@ -50,7 +50,18 @@ TRAIN_EVAL = ("While training, BatchNorm normalizes with the batch's mean and va
               "right: how far each layer's batch mean is from its running mean (in running standard deviations) "
               "and its batch variance over its running variance. When the "
               "running averages lag (a small momentum, small batches, a sudden change) the evaluated network is "
-              "not the one that trained; re-estimating them on training data is the usual remedy.")
+              "not the one that trained; re-estimating them on training data is the usual remedy. When the "
+              "held-out data itself differs from the training data (dataset mnist-shifted), the running averages "
+              "are right for the training data and re-estimating them there changes nothing; the held-out "
+              "batches' own statistics undo the shift.")
+DATASETS = {
+    "mnist": "Handwritten digits: 8,000 training and 2,000 held-out images bundled with the app.",
+    "fashion-mnist": "Zalando's clothing images, the same size as MNIST and harder: 10,000 and 2,000 bundled.",
+    "synthetic": "Ten smooth random patterns, shifted and noised: generated in code, no file needed.",
+    "mnist-shifted": "MNIST trained as usual, evaluated on shifted held-out images: fainter strokes on a lighter "
+                     "background (each standardized pixel x becomes 0.75 x + 0.5). A shift between training and "
+                     "test data, which BatchNorm's running averages do not follow.",
+}
 GRADIENTS = "Size of each layer's weight gradient (log scale): tiny means that layer has stopped learning."
 WHY_BN = ("**Why BN changes the picture.** Batch Normalization rescales each unit's input to mean 0 and "
           "variance 1 over the batch (then learns a scale and shift). Inputs stay in the range where the "
