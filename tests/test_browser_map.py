@@ -24,6 +24,27 @@ CELL_JS = """([panel, row, column]) => {
 }"""
 
 
+# The point Plotly shows as hovered in the first map on the page: [panel, row, column] (the axes count cells).
+HOVERED_JS = """() => {
+  const chart = document.querySelector('.st-key-map-view .js-plotly-plot');
+  const point = chart && chart._hoverdata && chart._hoverdata[0];
+  if (!point) return null;
+  const id = point.xaxis._id;
+  return [id === 'x' ? 0 : Number(id.slice(1)) - 1, point.y, point.x];
+}"""
+
+
+def hover(page, cell):
+    """Move the pointer onto the cell and return where, once Plotly says that cell is hovered; None
+    while the page still moves under the pointer (a chart drawn above it shifts the map)."""
+    where = page.evaluate(CELL_JS, cell)
+    if where is None:
+        return None
+    page.mouse.move(*where)
+    page.wait_for_timeout(300)  # Plotly picks the hovered point
+    return where if page.evaluate(HOVERED_JS) == list(cell) else None
+
+
 def test_clicking_a_map_cell_opens_its_run(streamlit_server, page, screenshot):
     data = next(d for d in shipped_maps()[0] if d.spec.name == "ioffe-fig1")
     spec = data.spec
@@ -34,9 +55,7 @@ def test_clicking_a_map_cell_opens_its_run(streamlit_server, page, screenshot):
     chart = page.locator(".st-key-map-view .js-plotly-plot").first
     expect(chart).to_be_visible(timeout=SETTLE_MS)
     chart.scroll_into_view_if_needed()
-    where = wait_for(page, lambda: page.evaluate(CELL_JS, [v, row, column]), lambda p: p is not None, what="the map")
-    page.mouse.move(*where)
-    page.wait_for_timeout(300)  # Plotly picks the hovered point before the click
+    where = wait_for(page, lambda: hover(page, [v, row, column]), lambda p: p is not None, what="the map's cell under the pointer")
     page.mouse.click(*where)
     started = wait_for(page, lambda: page.evaluate(PROGRESS_JS), lambda p: p is not None and p[1] == expected.steps,
                        what="the cell's run to start")

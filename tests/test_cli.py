@@ -121,7 +121,10 @@ def test_ctrl_c_stops_the_run_and_writes_what_was_recorded(tmp_path):
     path = tmp_path / "run.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-m", "bnviz", "run", *TINY, "--set", "steps=200000", "--out", str(path)]
-    process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    # Ctrl-C's default, as a terminal's shell starts a command: a test session started in the background
+    # (`cmd &` in a script) inherits SIGINT ignored, and Python then leaves it ignored.
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         seen, deadline = b"", time.monotonic() + 60
         while b"running" not in seen and time.monotonic() < deadline:  # progress lines arrive 4 times a second

@@ -18,19 +18,9 @@ from pathlib import Path
 
 from bnviz.config import RunConfig
 from bnviz.serve import process
+from testsupport.serverctl import pss_mb
 
 SAMPLE_SECONDS = 0.02  # a step of the largest run allowed by the limits takes seconds: its peak is seen
-
-
-def pss_mb(pid: int) -> float:
-    """The process's PSS in MB; 0 once it has ended."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def fork_server_pid() -> int:

@@ -114,13 +114,13 @@ def usage(pid: int) -> Usage:
     clock = os.sysconf("SC_CLK_TCK")
     names = thread_names(pid)
     own = _stat(pid)
-    runs, total_mb, total_ticks = 0, _pss_mb(pid), int(own[11]) + int(own[12])
+    runs, total_mb, total_ticks = 0, pss_mb(pid), int(own[11]) + int(own[12])
     for other in _pids():
         stat = _stat(other)
         if other == pid or stat is None or int(stat[2]) != pid:  # not the server's, or ended while we looked
             continue
         runs += _comm(other) == RUN_PROCESS and stat[0] not in "ZX"
-        total_mb += _pss_mb(other)
+        total_mb += pss_mb(other)
         total_ticks += sum(int(t) for t in stat[11:15])  # its own and its reaped children's (ended runs)
     return Usage(rss_mb=int(fields["VmRSS"][0]) / 1024, peak_rss_mb=int(fields["VmHWM"][0]) / 1024,
                  threads=int(fields["Threads"][0]), cpu_s=(int(own[11]) + int(own[12])) / clock,
@@ -149,7 +149,8 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def _pss_mb(pid: int) -> float:
+def pss_mb(pid: int) -> float:
+    """The process's proportional set size in MB (shared pages split among their sharers); 0 once it has ended."""
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             if line.startswith("Pss:"):
