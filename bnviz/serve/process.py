@@ -33,9 +33,10 @@ from bnviz.snapshot import Snapshot
 AVAILABLE = "forkserver" in multiprocessing.get_all_start_methods()  # Linux and macOS; not Windows
 _CONTEXT = multiprocessing.get_context("forkserver") if AVAILABLE else None
 # What the fork server imports once for every run: the main module first (a child re-runs it
-# otherwise, as multiprocessing does), then a warm torch, the default data and the trainer.
+# otherwise, as multiprocessing does), then the trainer, and last a warm torch and the default
+# data, which freezes everything made before it (``bnviz.serve.warm``).
 # The parent never imports torch for its runs: a web server whose runs are processes saves it.
-PRELOAD = ["__main__", "bnviz.serve.warm", "bnviz.trainer", "bnviz.serve.process"]
+PRELOAD = ["__main__", "bnviz.serve.process", "bnviz.trainer", "bnviz.serve.warm"]
 COMMANDS = ("pause", "resume", "step", "stop", "set_lr", "reestimate", "end_turn")  # the Trainer methods a parent may call
 STATE = "state"  # a message up the pipe that carries a checkpoint (bytes), not a Snapshot
 PROCESS_NAME = b"bnviz-run"  # the child's name in ps and /proc, so a server's runs can be counted
