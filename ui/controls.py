@@ -14,21 +14,8 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from bnviz.config import (
-    ACTIVATIONS,
-    ARCHS,
-    CNN_FIRST_CHANNELS,
-    DATASETS,
-    INITS,
-    LIMITS,
-    NORM_POSITIONS,
-    NORMS,
-    OPTIMIZERS,
-    RUNNING_STATS_NORMS,
-    SCHEDULES,
-    RunConfig,
-    field_names,
-)
+from bnviz.config import (ACTIVATIONS, ARCHS, CNN_FIRST_CHANNELS, DATASETS, INITS, LIMITS, NORM_POSITIONS, NORMS,
+                          OPTIMIZERS, RUNNING_STATS_NORMS, SCHEDULES, RunConfig, field_names)
 from bnviz.presets import DEFAULT_PRESET, PRESETS, Preset
 from bnviz.serve.settings import SERVER_PARAM
 from bnviz.style import NORM_LABELS

@@ -41,20 +41,9 @@ from bnviz.serve import process
 from bnviz.serve.cache import DEFAULT_FOLDER, DEFAULT_MEMORY_MB, RunCache
 from bnviz.serve.describe import describe
 from bnviz.serve.pool import RunPool
-from bnviz.serve.settings import (
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_RUNNING,
-    DEFAULT_TURN_SECONDS,
-    ENV_CACHE_DIR,
-    ENV_CACHE_MB,
-    ENV_IDLE_TIMEOUT,
-    ENV_MAX_RUNNING,
-    ENV_RUNS_IN,
-    ENV_TURN_SECONDS,
-    REAP_SECONDS,
-    RUNS_IN,
-    SERVER_PARAM,
-)
+from bnviz.serve.settings import (DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING, DEFAULT_TURN_SECONDS, ENV_CACHE_DIR,
+                                  ENV_CACHE_MB, ENV_IDLE_TIMEOUT, ENV_MAX_RUNNING, ENV_RUNS_IN, ENV_TURN_SECONDS,
+                                  REAP_SECONDS, RUNS_IN, SERVER_PARAM)
 from ui import state as keys
 from ui.controls import plain
 

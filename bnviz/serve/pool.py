@@ -38,13 +38,8 @@ from typing import TYPE_CHECKING
 
 from bnviz.config import RunConfig
 from bnviz.serve.runs import FINAL_KEPT, Entry, Run, private_key, shareable
-from bnviz.serve.settings import (
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_RUNNING,
-    DEFAULT_QUEUE_TIMEOUT,
-    DEFAULT_STOP_GRACE,
-    DEFAULT_TURN_SECONDS,
-)
+from bnviz.serve.settings import (DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING, DEFAULT_QUEUE_TIMEOUT,
+                                  DEFAULT_STOP_GRACE, DEFAULT_TURN_SECONDS)
 from bnviz.snapshot import RunnerFactory
 
 if TYPE_CHECKING:

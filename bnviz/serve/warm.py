@@ -19,5 +19,6 @@ from bnviz.data import load_dataset
 torch.set_num_threads(1)  # first, so that no thread pool exists when the fork server forks
 torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 load_dataset(RunConfig().dataset)
-gc.freeze()  # last (also in the fork server's PRELOAD): the collector of a run forked from here never scans, so never writes to, these objects'
-#              pages, which stay shared with the fork server instead of being copied into every run
+# Last (warm is also last in the fork server's PRELOAD): a run forked from here never scans, so never
+# writes to, the objects made so far; their pages stay shared instead of being copied into every run.
+gc.freeze()
