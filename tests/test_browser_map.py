@@ -14,15 +14,16 @@ from playwright.sync_api import expect
 from bnviz.reproduce.map_data import shipped_maps
 from tests.test_browser import PROGRESS_JS, SETTLE_MS, assert_no_exception, open_app, reset, wait_for
 
-# The pixel of cell (row, column) in panel `panel` (0: no BN, 1: BN) of the first map on the page.
+# Where cell (row, column) of panel `panel` (0: no BN, 1: BN) lies in the first map's chart, from the
+# chart's top-left corner: Playwright then finds the chart where it is at the moment it acts, waits
+# until it stands still, and points there (the page moves the map while it draws what is above it).
 CELL_JS = """([panel, row, column]) => {
   const chart = document.querySelector('.st-key-map-view .js-plotly-plot');
   if (!chart || !chart._fullLayout) return null;
-  const layout = chart._fullLayout, box = chart.getBoundingClientRect();
+  const layout = chart._fullLayout;
   const xaxis = layout['xaxis' + (panel ? panel + 1 : '')], yaxis = layout.yaxis;
-  return [box.left + xaxis._offset + xaxis.l2p(column), box.top + yaxis._offset + yaxis.l2p(row)];
+  return {x: xaxis._offset + xaxis.l2p(column), y: yaxis._offset + yaxis.l2p(row)};
 }"""
-
 
 # The point Plotly shows as hovered in the first map on the page: [panel, row, column] (the axes count cells).
 HOVERED_JS = """() => {
@@ -34,13 +35,12 @@ HOVERED_JS = """() => {
 }"""
 
 
-def hover(page, cell):
-    """Move the pointer onto the cell and return where, once Plotly says that cell is hovered; None
-    while the page still moves under the pointer (a chart drawn above it shifts the map)."""
+def hovered(page, chart, cell):
+    """Point at the cell and return where (from the chart's corner) once Plotly says that cell is hovered."""
     where = page.evaluate(CELL_JS, cell)
     if where is None:
         return None
-    page.mouse.move(*where)
+    chart.hover(position=where)
     page.wait_for_timeout(300)  # Plotly picks the hovered point
     return where if page.evaluate(HOVERED_JS) == list(cell) else None
 
@@ -55,8 +55,9 @@ def test_clicking_a_map_cell_opens_its_run(streamlit_server, page, screenshot):
     chart = page.locator(".st-key-map-view .js-plotly-plot").first
     expect(chart).to_be_visible(timeout=SETTLE_MS)
     chart.scroll_into_view_if_needed()
-    where = wait_for(page, lambda: hover(page, [v, row, column]), lambda p: p is not None, what="the map's cell under the pointer")
-    page.mouse.click(*where)
+    where = wait_for(page, lambda: hovered(page, chart, [v, row, column]), lambda p: p is not None,
+                     what="the map's cell under the pointer")
+    chart.click(position=where)
     started = wait_for(page, lambda: page.evaluate(PROGRESS_JS), lambda p: p is not None and p[1] == expected.steps,
                        what="the cell's run to start")
     assert started[2] in ("running", "finished", "starting")

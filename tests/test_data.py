@@ -135,7 +135,7 @@ def test_idx_missing_file(tmp_path):
 def test_unknown_name():
     with pytest.raises(ValueError) as error:
         load_dataset("x")
-    assert str(error.value) == "dataset must be one of mnist, fashion-mnist, synthetic (got 'x')"
+    assert str(error.value) == "dataset must be one of mnist, fashion-mnist, synthetic, mnist-shifted (got 'x')"
 
 
 def test_synthetic_is_deterministic_and_standardized():

@@ -23,7 +23,7 @@ from bnviz.serve.settings import REFRESH_SECONDS
 from bnviz.snapshot import Snapshot
 from bnviz.style import NORM_LABELS, run_label
 from bnviz.views import column_budget, run_view
-from ui import actions, charts, explain, session, status
+from ui import actions, charts, explain, session, shared_figures, status
 from ui import state as keys
 from ui.controls import Choice
 
@@ -236,18 +236,24 @@ def _scrubbed() -> None:
 
 def _figures(snapshots, upto, kind, choice: Choice, training: bool) -> dict[str, go.Figure]:
     """The five figures (six with a landscape probe), rebuilt only when what they show changed (the slow ones
-    at most once a second)."""
+    at most once a second), and built once for every page showing the same snapshots (``ui.shared_figures``)."""
     state, now = st.session_state, time.monotonic()
     scene, versions = (state.get(keys.RUN_ID, 0), upto, kind), tuple(s.version for s in snapshots)
     cached = state.get(keys.DRAWN)  # (scene, versions, figures, when the slow ones were built)
     if cached is not None and cached[:2] == (scene, versions):
         return cached[2]
+    published = _published(snapshots, choice)
+    depends = (upto, kind, tuple(sorted(published.items())), training)
+    drawn = shared_figures.shared().get(snapshots, *depends)
+    if drawn is not None:  # another page drew these snapshots: its slow figures are at most a second old
+        state[keys.DRAWN] = (scene, versions, drawn, now)
+        return drawn
     layers = max(len(s.layer_names) for s in snapshots)
     views = [run_view(s, upto, column_budget(layers, len(snapshots)), kinds=(kind,)) for s in snapshots]
-    revision = str(scene[0])
+    revision = "-".join(s.config.key()[:8] for s in snapshots)  # the same on every page: zoom kept per run
     drawn = {
         "heatmaps": figures.heatmaps(views, kind, uirevision=f"{revision}-heat-{kind}"),
-        "loss_accuracy": figures.loss_accuracy(views, _published(snapshots, choice), uirevision=revision),
+        "loss_accuracy": figures.loss_accuracy(views, published, uirevision=revision),
     }
     if training and cached is not None and cached[0] == scene and now - cached[3] < SLOW_SECONDS:
         drawn.update({name: cached[2][name] for name in SLOW_FIGURES if name in cached[2]})  # same spec: no redraw, no bytes
@@ -262,6 +268,7 @@ def _figures(snapshots, upto, kind, choice: Choice, training: bool) -> dict[str,
             drawn.update(train_eval=gapfigures.train_eval(views, uirevision=revision))
         built = now
     state[keys.DRAWN] = (scene, versions, drawn, built)
+    shared_figures.shared().put(snapshots, drawn, *depends)
     return drawn
 
 
