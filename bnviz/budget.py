@@ -51,7 +51,7 @@ CNN_KERNELS = (5, 3, 3, 3)
 CNN_STRIDE = 2
 DATASET_IMAGES = {"mnist": 0, "fashion-mnist": 12_000, "synthetic": 7_000,  # mnist is the fork server's, shared
                   "mnist-shifted": 2_000}  # its own shifted held-out images beside mnist's shared training set
-DATASET_LOAD = 1.5  # standardizing the images makes a float copy beside the one kept, while it loads
+DATASET_LOAD = 1.5  # while it loads: the images as bytes and the synthetic set made in float64, beside the float copy kept
 RING_ELEMENTS = 2_000_000
 MAX_RING_STEPS = 128
 HISTORY_COLUMNS = 1024
