@@ -58,9 +58,9 @@ def train_eval(views: list[RunView], uirevision: str = "train-eval") -> go.Figur
             data.append(dict(type="scatter", mode="lines", x=running_steps, xaxis="x3", yaxis="y3",
                              y=view.running_stats[:, layer, VAR_RATIO].astype(np.float32), showlegend=False,
                              name=f"{title}: {_layer_label(name)}", legendgroup=f"{title}{name}", line=line))
-    layout = grid.layout(views, titles=["held-out accuracy: evaluation vs batch statistics",
-                                        "batch mean - running mean (running stds)",
-                                        "batch variance / running variance"], share_y="")
+    layout = grid.layout(views, titles=["held-out accuracy:<br>running averages vs batch statistics",
+                                        "batch mean - running mean<br>(in running stds)",
+                                        "batch variance /<br>running variance"], share_y="")  # a third of a page wide
     layout["yaxis"]["tickformat"] = ".0%"
     layout["yaxis2"]["rangemode"] = "tozero"
     layout["yaxis3"]["type"] = "log"
