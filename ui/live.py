@@ -17,7 +17,7 @@ import time
 import plotly.graph_objects as go
 import streamlit as st
 
-from bnviz import figures, figures_landscape, gapfigures, runfile
+from bnviz import figures, figures_gap, figures_landscape, runfile
 from bnviz.reproduce import registry
 from bnviz.serve.settings import REFRESH_SECONDS
 from bnviz.snapshot import Snapshot
@@ -264,8 +264,8 @@ def _figures(snapshots, upto, kind, choice: Choice, training: bool) -> dict[str,
                      grad_norms=figures.grad_norms(views, uirevision=revision))
         if figures_landscape.has_landscape(views):
             drawn["landscape"] = figures_landscape.landscape(views, uirevision=revision)
-        if gapfigures.has_gap(views):
-            drawn.update(train_eval=gapfigures.train_eval(views, uirevision=revision))
+        if figures_gap.has_gap(views):
+            drawn.update(train_eval=figures_gap.train_eval(views, uirevision=revision))
         built = now
     state[keys.DRAWN] = (scene, versions, drawn, built)
     shared_figures.shared().put(snapshots, drawn, *depends)
