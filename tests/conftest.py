@@ -1,4 +1,5 @@
-"""Shared fixtures for the browser tests: a live Streamlit server, a headless Chromium, screenshots.
+"""Shared fixtures: the page in AppTest (``app``), one torch thread, and for the browser tests a live
+Streamlit server, a headless Chromium, screenshots.
 
 The server is ``benchmarks/serverctl.py``'s (``streamlit run`` on a free loopback port, as
 Streamlit's own e2e suite starts one); the browser is Debian's Chromium driven by plain
@@ -27,6 +28,44 @@ FAILED = pytest.StashKey[bool]()  # set on a test whose body failed
 # Streamlit scrolls its main area inside the page, so a "full page" screenshot is only the
 # viewport: tall enough to show the heatmaps and the charts under them.
 VIEWPORT = {"width": 1400, "height": 1800}
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture
+def app():
+    """``app(**query)`` -> an AppTest of the page with those URL parameters, run once; after the test
+    every trainer its sessions started is told to stop, and must end."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from ui import session
+
+    made: list[AppTest] = []
+
+    def make(**query) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=300)  # a shared, busy machine: a rerun that starts runs can take a minute
+        for key, value in query.items():
+            at.query_params[key] = value
+        made.append(at)
+        return at.run()
+
+    yield make
+    pool = session.pool()
+    trainers = [t for at in made if (entry := pool.get(at.session_state["owner"])) is not None for t in entry.trainers]
+    st.cache_resource.clear()  # fires on_release: every trainer is told to stop
+    for trainer in trainers:
+        assert trainer.join(30), "a trainer did not stop"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (as a run's process trains), the caller's count restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

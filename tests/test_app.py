@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,29 +26,10 @@ from ui import controls, session, status
 from ui.charts import serialized_once
 from ui.state import MAP
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 LONG = "200000"  # steps: still training while the test looks
 BAD = {"lr": "abc", "depth": "999", "norm": "<script>alert(1)</script>", "unknown": "1"}
 
 
-@pytest.fixture
-def app():
-    """``app(**query)`` -> an AppTest with those URL parameters, run once; cleans up after the test."""
-    made: list[AppTest] = []
-
-    def make(**query) -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=60)
-        for key, value in query.items():
-            at.query_params[key] = value
-        made.append(at)
-        return at.run()
-
-    yield make
-    pool = session.pool()
-    trainers = [t for at in made if (entry := pool.get(owner(at))) is not None for t in entry.trainers]
-    st.cache_resource.clear()  # fires on_release: every trainer is told to stop
-    for trainer in trainers:
-        assert trainer.join(30), "a trainer thread did not stop"
 
 
 def owner(at: AppTest) -> str:

@@ -6,36 +6,14 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
-import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from ui import explain, session
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 HEARTBEAT = 10.0  # seconds between reruns while a test waits: well inside the pool's idle timeout
 
 
-@pytest.fixture
-def app():
-    """``app(**query)`` -> an AppTest with those URL parameters, run once; stops its runs after the test."""
-    made: list[AppTest] = []
-
-    def make(**query) -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=300)  # a shared, busy machine: a rerun that starts runs can take a minute
-        for key, value in query.items():
-            at.query_params[key] = value
-        made.append(at)
-        return at.run()
-
-    yield make
-    pool = session.pool()
-    trainers = [t for at in made if (entry := pool.get(at.session_state["owner"])) is not None for t in entry.trainers]
-    st.cache_resource.clear()
-    for trainer in trainers:
-        assert trainer.join(30), "a trainer did not stop"
 
 
 def wait_for(condition, at: AppTest | None = None, timeout: float = 600.0) -> None:

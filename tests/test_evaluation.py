@@ -20,12 +20,7 @@ from bnviz.trainer import Trainer
 STEPS = 120
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def plain_loop(config: RunConfig):

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from test_app import app, owner, texts, wait_for  # noqa: F401 (app is a fixture)
+from test_app import owner, texts, wait_for
 
 from bnviz import budget
 from ui import controls, live, session

@@ -10,13 +10,7 @@ from bnviz.config import CNN_FIRST_CHANNELS, RunConfig
 from bnviz.model import CNN_CHANNELS, build_model
 from bnviz.norms import GroupNorm
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def compare(ours: GroupNorm, reference: nn.Module, x: torch.Tensor, expand=lambda p: p) -> None:
