@@ -64,10 +64,19 @@ class Tab:
         deadline = time.monotonic() + timeout_ms / 1000
         state = self.state()
         while not done(state):
-            assert time.monotonic() < deadline, f"timed out after {timeout_ms} ms waiting for {what}; state {state}"
+            assert time.monotonic() < deadline, f"timed out after {timeout_ms} ms waiting for {what}; {self.story()}"
             self.page.wait_for_timeout(POLL_MS)
             state = self.state()
         return state
+
+    def story(self) -> str:
+        """What the page showed lately, for a failure's message: its recorder's last changes (seconds before
+        now) and the start of its text (a reconnecting page says so there)."""
+        log, now, text = self.page.evaluate(
+            "() => [window.__classroom ? window.__classroom.log.slice(-12) : [], Date.now(), "
+            "document.body.innerText.slice(0, 400)]")
+        changes = ", ".join(f"{(ms - now) / 1000:.1f} s {state!r}" for ms, state in log)
+        return f"state {self.state()}; last changes: {changes}; page text: {text!r}"
 
     def press(self, key: str) -> None:
         button = self.page.locator(f".st-key-{key} button:visible")
@@ -179,6 +188,14 @@ def baseline(server, browser):
     context.close()
     wait_server(server, lambda u: u.trainer_threads == u.run_processes == 0, "the warm-up run to end", REAPED_WITHIN)
     return classroom_report.settle_threads(server)
+
+
+@pytest.fixture(autouse=True)
+def no_runs_left(server, baseline):
+    """Each test starts on a server with no run: what a failed test left (its tabs closed mid-run) is reaped
+    first, so that one failure is reported once and not again by every test after it."""
+    wait_server(server, lambda u: u.trainer_threads == u.run_processes == 0, "the runs an earlier test left",
+                REAPED_WITHIN)
 
 
 def test_five_sessions_two_train_the_rest_queue_and_closed_tabs_are_reaped(server, baseline, tabs):
