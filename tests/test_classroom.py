@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -55,6 +55,11 @@ MEMORY_GROWTH_MB = 40  # RSS may grow this much from the first round's end to th
 class Tab:
     context: object
     page: object
+    errors: list[str] = field(default_factory=list)  # the page's uncaught errors and console errors
+
+    def __post_init__(self):
+        self.page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+        self.page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
 
     def state(self) -> tuple[str, int | None, int | None]:
         return classroom_report.parse(self.page.evaluate(browserclient.STATE_JS))
@@ -76,7 +81,7 @@ class Tab:
             "() => [window.__classroom ? window.__classroom.log.slice(-12) : [], Date.now(), "
             "document.body.innerText.slice(0, 400)]")
         changes = ", ".join(f"{(ms - now) / 1000:.1f} s {state!r}" for ms, state in log)
-        return f"state {self.state()}; last changes: {changes}; page text: {text!r}"
+        return f"state {self.state()}; last changes: {changes}; page text: {text!r}; errors: {self.errors[-5:]}"
 
     def press(self, key: str) -> None:
         button = self.page.locator(f".st-key-{key} button:visible")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import plotly.graph_objects as go
+import pytest
 
 from bnviz.config import RunConfig
 from bnviz.snapshot import Snapshot
@@ -33,3 +37,37 @@ def test_the_cache_is_bounded_and_drops_the_least_recently_used():
     cache.put(third, {}, None)
     assert len(cache) == 2
     assert cache.get(second, None) is None and cache.get(first, None) is not None and cache.get(third, None) is not None
+
+
+def test_pages_that_ask_while_one_builds_wait_for_its_figures():
+    """Thirty pages polling one new publish at once: one build, every page gets its figures."""
+    cache, shown, builds = SharedFigures(), (snapshot(1),), []
+    started, release = threading.Event(), threading.Event()
+
+    def build() -> dict:
+        builds.append(threading.current_thread().name)
+        started.set()
+        release.wait(5)  # a build slower than the other pages' polls
+        return {"heatmaps": go.Figure()}
+
+    with ThreadPoolExecutor(30) as pool:
+        first = pool.submit(cache.build_once, shown, build, None, "pre")
+        started.wait(5)
+        others = [pool.submit(cache.build_once, shown, build, None, "pre") for _ in range(29)]
+        release.set()
+        results = [first.result(), *(other.result() for other in others)]
+    assert len(builds) == 1
+    assert all(result is results[0] for result in results)
+    assert cache.get(shown, None, "pre") is results[0]
+
+
+def test_a_failed_build_lets_the_next_page_build():
+    cache, shown = SharedFigures(), (snapshot(1),)
+
+    def broken() -> dict:
+        raise RuntimeError("the build failed")
+
+    with pytest.raises(RuntimeError):
+        cache.build_once(shown, broken, None)
+    drawn = {"heatmaps": go.Figure()}
+    assert cache.build_once(shown, lambda: drawn, None) is drawn  # not left waiting for the failed build

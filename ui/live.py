@@ -243,11 +243,18 @@ def _figures(snapshots, upto, kind, choice: Choice, training: bool) -> dict[str,
     if cached is not None and cached[:2] == (scene, versions):
         return cached[2]
     published = _published(snapshots, choice)
+    recent = training and cached is not None and cached[0] == scene and now - cached[3] < SLOW_SECONDS
+    slow = {name: cached[2][name] for name in SLOW_FIGURES if name in cached[2]} if recent else None
     depends = (upto, kind, tuple(sorted(published.items())), training)
-    drawn = shared_figures.shared().get(snapshots, *depends)
-    if drawn is not None:  # another page drew these snapshots: its slow figures are at most a second old
-        state[keys.DRAWN] = (scene, versions, drawn, now)
-        return drawn
+    drawn = shared_figures.shared().build_once(snapshots, lambda: _build(snapshots, upto, kind, published, slow),
+                                               *depends)  # or another page's: its slow ones at most a second old
+    kept = slow is not None and drawn.get("saturation") is slow.get("saturation")
+    state[keys.DRAWN] = (scene, versions, drawn, cached[3] if kept else now)
+    return drawn
+
+
+def _build(snapshots, upto, kind, published, slow: dict | None) -> dict[str, go.Figure]:
+    """The figures; the slow ones taken from ``slow`` if given (same spec: no redraw, no bytes)."""
     layers = max(len(s.layer_names) for s in snapshots)
     views = [run_view(s, upto, column_budget(layers, len(snapshots)), kinds=(kind,)) for s in snapshots]
     revision = "-".join(s.config.key()[:8] for s in snapshots)  # the same on every page: zoom kept per run
@@ -255,20 +262,15 @@ def _figures(snapshots, upto, kind, choice: Choice, training: bool) -> dict[str,
         "heatmaps": figures.heatmaps(views, kind, uirevision=f"{revision}-heat-{kind}"),
         "loss_accuracy": figures.loss_accuracy(views, published, uirevision=revision),
     }
-    if training and cached is not None and cached[0] == scene and now - cached[3] < SLOW_SECONDS:
-        drawn.update({name: cached[2][name] for name in SLOW_FIGURES if name in cached[2]})  # same spec: no redraw, no bytes
-        built = cached[3]
-    else:
-        drawn.update(saturation=figures.saturation(views, uirevision=revision),
-                     unit_percentiles=figures.unit_percentiles(views, uirevision=revision),
-                     grad_norms=figures.grad_norms(views, uirevision=revision))
-        if figures_landscape.has_landscape(views):
-            drawn["landscape"] = figures_landscape.landscape(views, uirevision=revision)
-        if figures_gap.has_gap(views):
-            drawn.update(train_eval=figures_gap.train_eval(views, uirevision=revision))
-        built = now
-    state[keys.DRAWN] = (scene, versions, drawn, built)
-    shared_figures.shared().put(snapshots, drawn, *depends)
+    if slow is not None:
+        return {**drawn, **slow}
+    drawn.update(saturation=figures.saturation(views, uirevision=revision),
+                 unit_percentiles=figures.unit_percentiles(views, uirevision=revision),
+                 grad_norms=figures.grad_norms(views, uirevision=revision))
+    if figures_landscape.has_landscape(views):
+        drawn["landscape"] = figures_landscape.landscape(views, uirevision=revision)
+    if figures_gap.has_gap(views):
+        drawn.update(train_eval=figures_gap.train_eval(views, uirevision=revision))
     return drawn
 
 

@@ -7,6 +7,11 @@ snapshots' identity and what else the figures depend on (scrub step, heatmap kin
 accuracies); the other pages take them as they are, ``to_dict`` already computed
 (``ui.charts.serialized_once``), so a class costs one build per publish, not one per page.
 
+A new publish reaches thirty polling pages within a fraction of a second, and building its
+figures takes longer than that on a busy server: so the first page to ask builds, and the
+pages that ask while it builds wait for its figures (``build_once``) instead of each building
+the same ones (a profile of a class on one link found most of the building done that way).
+
 Keys hold the snapshots themselves, so an id is never reused while its entry lives; the
 entries are bounded (``ENTRIES``, least recently used out first), and the whole cache goes
 with Streamlit's resource cache.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -23,6 +29,7 @@ import streamlit as st
 from bnviz.snapshot import Snapshot
 
 ENTRIES = 32  # sets of figures kept: one per set of runs being watched at a moment, a class's distinct runs
+WAIT_SECONDS = 10.0  # a page waits this long for another page's build, then builds its own (a ceiling)
 
 
 class SharedFigures:
@@ -32,25 +39,57 @@ class SharedFigures:
         self.entries = entries
         self._lock = threading.Lock()
         self._figures: OrderedDict[tuple, tuple[tuple[Snapshot, ...], dict[str, go.Figure]]] = OrderedDict()
+        self._building: dict[tuple, threading.Event] = {}  # keys being built now, set when their build ends
 
     @staticmethod
     def key(snapshots: tuple[Snapshot, ...], *depends) -> tuple:
         return (tuple(id(s) for s in snapshots), *depends)
 
     def get(self, snapshots: tuple[Snapshot, ...], *depends) -> dict[str, go.Figure] | None:
+        with self._lock:
+            return self._found(self.key(snapshots, *depends), snapshots)
+
+    def build_once(self, snapshots: tuple[Snapshot, ...], build: Callable[[], dict[str, go.Figure]],
+                   *depends) -> dict[str, go.Figure]:
+        """The figures for these snapshots: found, or built by ``build`` here, or, while another page builds
+        them, that page's once it is done (after ``WAIT_SECONDS`` without them, built here after all)."""
         key = self.key(snapshots, *depends)
         with self._lock:
-            found = self._figures.get(key)
-            if found is None or any(a is not b for a, b in zip(found[0], snapshots)):
-                return None
-            self._figures.move_to_end(key)
-            return found[1]
+            found = self._found(key, snapshots)
+            if found is not None:
+                return found
+            building = self._building.get(key)
+            if building is None:
+                building = self._building[key] = threading.Event()
+                ours = True
+            else:
+                ours = False
+        if not ours:
+            building.wait(WAIT_SECONDS)
+            found = self.get(snapshots, *depends)
+            return found if found is not None else build()
+        try:
+            drawn = build()
+            self.put(snapshots, drawn, *depends)
+            return drawn
+        finally:
+            with self._lock:
+                del self._building[key]
+            building.set()
 
     def put(self, snapshots: tuple[Snapshot, ...], drawn: dict[str, go.Figure], *depends) -> None:
         with self._lock:
             self._figures[self.key(snapshots, *depends)] = (tuple(snapshots), drawn)
             while len(self._figures) > self.entries:
                 self._figures.popitem(last=False)
+
+    def _found(self, key: tuple, snapshots: tuple[Snapshot, ...]) -> dict[str, go.Figure] | None:
+        """The entry under ``key`` if it holds these very snapshots (the caller holds the lock)."""
+        found = self._figures.get(key)
+        if found is None or any(a is not b for a, b in zip(found[0], snapshots)):
+            return None
+        self._figures.move_to_end(key)
+        return found[1]
 
     def __len__(self) -> int:
         with self._lock:
