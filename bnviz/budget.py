@@ -12,7 +12,8 @@ never loads it):
    landscape probe's copies of the weights and gradients;
 2. activations kept for backward: the batch times every hidden layer's features times the
    tensors a layer keeps (``LAYER_TENSORS``), and for the CNN the unfolded inputs of its
-   convolutions; held-out evaluation runs in chunks and counts when it is larger;
+   convolutions, twice (``UNFOLDED_COPIES``); held-out evaluation runs in chunks and counts
+   when it is larger;
 3. the probe's ring of raw pre-activations and the reducer's work buffers (``RING_BYTES``);
 4. the bounded history, once in the run and once in the server that draws it;
 5. the dataset when it is not the one the fork server preloaded; and a fixed base.
@@ -67,6 +68,8 @@ OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "adam": 2, "fastai-adam": 2}  # tens
 RING_BYTES = 16  # per ring value: the ring, the tensors caught for it, the reducer's index and work buffers
 BASE_MB = 45.0  # a run process doing nothing: the interpreter and torch's pages it dirties after the fork
 ALLOCATOR = 1.15  # freed blocks the allocator keeps, measured over runs at every size
+UNFOLDED_COPIES = 2  # the CNN's unfolded inputs: a step's own, and last step's, freed but kept by glibc's
+#                      allocator (its dynamic mmap threshold), more or less of them from one run to the next
 GEMM_FLOPS = 75e9  # one core's matrix products, measured (3 x 1024 at batch 2048: 494 ms a step)
 CONV_FLOPS = 17e9  # convolutions use that core less well (the CNN at batch 2048: 243 ms a step)
 VALUE_SECONDS = 2e-9  # each activation value: elementwise passes forward and back, the norm's work
@@ -138,7 +141,7 @@ def estimate(config: RunConfig) -> Cost:
     params = net.params
     mb = 1e-6
     weights = params * FLOAT * (2 + _optimizer_state(config) + (2 if config.landscape_every else 0))
-    kept = _tensors(config) * features + net.unfolded + math.prod(INPUT_SHAPE)
+    kept = _tensors(config) * features + UNFOLDED_COPIES * net.unfolded + math.prod(INPUT_SHAPE)
     training = config.batch_size * kept * FLOAT
     evaluating = min(EVAL_CHUNK, config.eval_size) * (3 * max(net.features) + math.prod(INPUT_SHAPE)) * FLOAT
     rows = max(1, min(config.batch_size, RING_ELEMENTS // features))

@@ -100,8 +100,14 @@ class Tab:
     def first_seen(self, kind: str) -> float:
         """Wall-clock time at which the page first showed a state of this kind, by its own 100 ms recorder
         (``browserclient.RECORDER_JS``): the driver, slow on a busy box, may look much later."""
-        log = self.page.evaluate("() => window.__classroom.log")
-        return next(ms / 1000 for ms, state in log if classroom_report.parse(state)[0] == kind)
+        deadline = time.monotonic() + SETTLE_MS / 1000
+        while True:  # the driver may have seen the state before the recorder's next tick
+            log = self.page.evaluate("() => window.__classroom.log")
+            seen = [ms / 1000 for ms, state in log if classroom_report.parse(state)[0] == kind]
+            if seen:
+                return seen[0]
+            assert time.monotonic() < deadline, f"the page's recorder never saw {kind!r}; {self.story()}"
+            self.page.wait_for_timeout(POLL_MS)
 
     def texts(self, kind: str) -> list[str]:
         return self.page.get_by_test_id(kind).all_inner_texts()
