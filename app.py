@@ -25,9 +25,8 @@ def main() -> None:
         st.warning(warning)
     if lost:
         st.warning(lost)
-    box = st.container()  # the published result: drawn by the live view, from the snapshots it draws
     actions.toolbar(choice)
-    live.show(choice, box, st.sidebar.empty())
+    live.show(choice)
     map_view.show(choice)
     classview.show()
     st.markdown(explain.WHY_BN)

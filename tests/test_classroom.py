@@ -81,7 +81,7 @@ class Tab:
             "() => [window.__classroom ? window.__classroom.log.slice(-12) : [], Date.now(), "
             "document.body.innerText.slice(0, 400)]")
         changes = ", ".join(f"{(ms - now) / 1000:.1f} s {state!r}" for ms, state in log)
-        return f"state {self.state()}; last changes: {changes}; page text: {text!r}; errors: {self.errors[-5:]}"
+        return f"state {self.state()}; last changes: {changes}; page text: {text!r}; errors: {self.errors[:3]} ... {self.errors[-2:]}"
 
     def press(self, key: str) -> None:
         button = self.page.locator(f".st-key-{key} button:visible")

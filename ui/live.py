@@ -36,18 +36,18 @@ PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png",
 TRAINING_CONFIG = {"staticPlot": True}  # a chart redrawn 2.5 times a second cannot be zoomed or hovered anyway;
 #                                         static ones draw ~30% faster. Paused or finished: interactive again.
 KINDS = {"pre": "input to the activation", "post": "output of the activation"}
-SERVER_LINE_SECONDS = 5.0  # the sidebar's server line while the live view does not poll: cheap, and current enough
+SERVER_LINE_SECONDS = 5.0  # the sidebar's line on the server's slots: cheap, and current enough
 
 
-def show(choice: Choice, box, line) -> None:
-    """Draw the live view, polling at the rate the runs' state calls for. ``box`` (above the buttons)
-    gets the published result and ``line`` (in the sidebar) the server's slots, both redrawn at every
-    poll from what the poll read, so they never show older numbers than the charts."""
+def show(choice: Choice) -> None:
+    """Draw the live view, polling at the rate the runs' state calls for, and the sidebar's line on the
+    server's slots every ``SERVER_LINE_SECONDS``. Each fragment draws in its own body only, none into a
+    container made outside it: a page of the classroom test went blank now and then in CI, its websocket gone,
+    the white screen of Streamlit's bugs around fragments that do (e.g. streamlit#16281)."""
     current = actions.mode(session.pool().get(session.owner()))
-    rate = REFRESH_SECONDS.get(current)
-    st.fragment(_live, run_every=rate)(current, choice, box, line)
-    if rate is None:  # the live view does not poll (idle, done): the server's line still must
-        st.fragment(_server_line, run_every=SERVER_LINE_SECONDS)(line)
+    with st.sidebar:
+        st.fragment(_server_line, run_every=SERVER_LINE_SECONDS)()
+    st.fragment(_live, run_every=REFRESH_SECONDS.get(current))(current, choice)
 
 
 def ready(snapshot: Snapshot) -> bool:
@@ -55,16 +55,16 @@ def ready(snapshot: Snapshot) -> bool:
     return len(snapshot.column("steps")) > 0 and len(snapshot.pre_edges) > 0
 
 
-def _server_line(line) -> None:
+def _server_line() -> None:
     counts, pool = session.pool().counts(), session.pool()
     turns = (f"; while runs wait, a run watched by one tab trains {pool.turn_seconds / 60:g} minutes at a time"
              if pool.turn_seconds > 0 else "")
-    line.caption(f"This server: {counts['alive_trainers']} of {pool.max_running} trainer slots busy, "
+    st.caption(f"This server: {counts['alive_trainers']} of {pool.max_running} trainer slots busy, "
                  f"{counts['queued_runs']} runs waiting. Everyone who starts the same settings watches one "
                  f"run{turns}.")
 
 
-def _live(expected: str, choice: Choice, box, line) -> None:
+def _live(expected: str, choice: Choice) -> None:
     pool, owner, state = session.pool(), session.owner(), st.session_state
     entry = pool.get(owner)  # the heartbeat
     current = actions.mode(entry)
@@ -73,10 +73,8 @@ def _live(expected: str, choice: Choice, box, line) -> None:
     if entry is not None:
         state[keys.LAST] = state.get(keys.FROZEN) or tuple(run.snapshot() for run in entry.runs)
     snapshots: tuple[Snapshot, ...] = state.get(keys.LAST, ())
-    _server_line(line)
-    with box:
-        explain.published(choice.preset, choice.config,
-                          {s.config.norm: float(s.accuracy[-1]) for s in snapshots if len(s.accuracy)})
+    explain.published(choice.preset, choice.config,
+                      {s.config.norm: float(s.accuracy[-1]) for s in snapshots if len(s.accuracy)})
     if current == "queued":
         ahead = pool.position(owner)
         status.show(current, entry.runs, pool, ahead)
