@@ -60,8 +60,8 @@ def _server_line() -> None:
     turns = (f"; while runs wait, a run watched by one tab trains {pool.turn_seconds / 60:g} minutes at a time"
              if pool.turn_seconds > 0 else "")
     st.caption(f"This server: {counts['alive_trainers']} of {pool.max_running} trainer slots busy, "
-                 f"{counts['queued_runs']} runs waiting. Everyone who starts the same settings watches one "
-                 f"run{turns}.")
+               f"{counts['queued_runs']} runs waiting. Everyone who starts the same settings watches one "
+               f"run{turns}.")
 
 
 def _live(expected: str, choice: Choice) -> None:
