@@ -10,10 +10,11 @@ The page is a short function; each part lives in ``ui/``: the sidebar and URL
 
 import streamlit as st
 
-from ui import actions, classview, controls, cost, explain, live, map_view, session
+from ui import actions, classview, controls, cost, explain, live, map_view, session, upstream
 
 
 def main() -> None:
+    upstream.install()  # before this session's first fragment rerun: see ui/upstream.py
     st.set_page_config(page_title="bnviz: Batch Normalization, live", layout="wide")
     lost = session.lost_run_notice(st.query_params.get(session.SERVER_PARAM))  # before the URL is rewritten
     choice = controls.sidebar(session.url_marker())

@@ -1,0 +1,77 @@
+"""ui.upstream: Streamlit's queue keeps a chart's reference when a fragment rerun drops the chart's container.
+
+The messages are those of the white page caught in the act (benchmarks' classroom, five tabs): the live
+fragment's run had sent its first elements, a line of text had moved the charts down one place, and the
+next run of the fragment began before the rest went out.
+"""
+
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from streamlit.runtime.forward_msg_queue import ForwardMsgQueue
+
+from ui import upstream
+
+LIVE = "6126efac8975ceb3126548e98485ce1e"  # the live view's fragment
+
+
+def _delta(path: list[int], fragment_id: str = "", block: bool = False) -> ForwardMsg:
+    msg = ForwardMsg()
+    msg.metadata.delta_path[:] = path
+    if block:
+        msg.delta.add_block.vertical.SetInParent()
+    else:
+        msg.delta.new_element.markdown.body = "text"
+    msg.delta.fragment_id = fragment_id
+    return msg
+
+
+def _reference(path: list[int]) -> ForwardMsg:
+    msg = ForwardMsg()
+    msg.ref_hash = f"hash-of-{path}"
+    msg.metadata.delta_path[:] = path
+    return msg
+
+
+def _finished() -> ForwardMsg:
+    msg = ForwardMsg()
+    msg.script_finished = ForwardMsg.ScriptFinishedStatus.FINISHED_FRAGMENT_RUN_SUCCESSFULLY
+    return msg
+
+
+def _queue() -> ForwardMsgQueue:
+    """A full run's map chart (kept: not the fragment's), then the unsent end of a run of the live fragment."""
+    queue = ForwardMsgQueue()
+    for msg in (_delta([0, 6]), _reference([0, 6, 0]),  # the main script's block and a chart in it
+                _delta([0, 4, 5], LIVE, block=True), _reference([0, 4, 5, 0]),  # the heatmaps' slots:
+                _delta([0, 4, 5, 1], LIVE), _reference([0, 4, 7, 0, 0, 0]),     # one new, one the browser has
+                _finished()):
+        queue.enqueue(msg)
+    return queue
+
+
+def _kept(queue: ForwardMsgQueue) -> list[str]:
+    return [f"{msg.WhichOneof('type')} {list(msg.metadata.delta_path)}" for msg in queue._queue]
+
+
+def test_streamlit_alone_keeps_the_reference_whose_container_it_drops():
+    queue = _queue()
+    upstream._original_clear(queue, retain_lifecycle_msgs=True, fragment_ids_this_run=[LIVE])
+    assert _kept(queue) == ["delta [0, 6]", "ref_hash [0, 6, 0]", "ref_hash [0, 4, 5, 0]",
+                            "ref_hash [0, 4, 7, 0, 0, 0]", "script_finished []"]
+
+
+def test_installed_the_references_go_with_the_fragment_and_the_main_scripts_stay():
+    upstream.install()
+    upstream.install()  # twice is harmless
+    queue = _queue()
+    queue.clear(retain_lifecycle_msgs=True, fragment_ids_this_run=[LIVE])
+    assert _kept(queue) == ["delta [0, 6]", "ref_hash [0, 6, 0]", "script_finished []"]
+    assert queue._queue[-1].script_finished == ForwardMsg.ScriptFinishedStatus.FINISHED_EARLY_FOR_RERUN
+
+
+def test_installed_a_full_runs_clear_and_a_flush_are_streamlits_own():
+    upstream.install()
+    queue = _queue()
+    queue.clear(retain_lifecycle_msgs=True)  # a full run's start: only lifecycle messages stay
+    assert _kept(queue) == ["script_finished []"]
+    queue = _queue()
+    assert len(queue.flush()) == 7 and queue.is_empty()

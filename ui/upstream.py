@@ -1,0 +1,52 @@
+"""A fix for a Streamlit bug that turned a training page white: reference messages a fragment
+rerun should have dropped.
+
+A fragment that polls (``st.fragment(run_every=...)``) starts its next run as soon as the last
+one ends when a run takes longer than the poll, as the live view's do on a busy server. The new
+run's start clears the session's unsent messages of that fragment (``ForwardMsgQueue.clear``,
+Streamlit 1.67), since it will write them all again. It recognizes them by ``delta.fragment_id``.
+A chart the browser already holds is not sent again but as a *reference* (``ref_hash``), which has
+no delta and so no fragment id: the clear keeps it while it drops the container the chart goes
+into. If that run had moved things (a line of text appeared above the charts), the browser gets a
+chart for a container it does not have, throws "Cannot set a node at a delta path" (or "'setIn'
+cannot be called on an ElementNode") and shows a white page until it is reloaded.
+
+The fix: a reference goes with the message queued before it. A chart's reference follows its own
+container's or its sibling's delta, so it is dropped when they are; a reference after a kept
+message (one of the main script's) is kept, as before. ``install`` patches the queue class once
+per process; tests/test_upstream.py shows the bug on Streamlit's own class and the fix.
+"""
+
+from __future__ import annotations
+
+from streamlit.runtime.forward_msg_queue import ForwardMsgQueue
+
+_original_clear = ForwardMsgQueue.clear
+
+
+def install() -> None:
+    """Make every session's queue drop the references that belong to the messages it drops (idempotent)."""
+    ForwardMsgQueue.clear = _clear
+
+
+def orphaned_references(queue: list, fragment_ids: list[str]) -> set[int]:
+    """The ids of the reference messages in ``queue`` that follow a delta of one of ``fragment_ids``."""
+    orphans, dropped = set(), False
+    for msg in queue:
+        if msg.HasField("ref_hash"):
+            if dropped:
+                orphans.add(id(msg))
+        elif msg.HasField("delta"):
+            dropped = msg.delta.fragment_id in fragment_ids
+    return orphans
+
+
+def _clear(self: ForwardMsgQueue, retain_lifecycle_msgs: bool = False,
+           fragment_ids_this_run: list[str] | None = None) -> None:
+    if not (retain_lifecycle_msgs and fragment_ids_this_run):
+        _original_clear(self, retain_lifecycle_msgs, fragment_ids_this_run)
+        return
+    queued = self._queue  # held, so that the ids below stay the messages' own
+    orphans = orphaned_references(queued, fragment_ids_this_run)
+    _original_clear(self, retain_lifecycle_msgs, fragment_ids_this_run)
+    self._queue = [msg for msg in self._queue if id(msg) not in orphans]
