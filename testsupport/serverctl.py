@@ -164,7 +164,7 @@ class Server:
     """``streamlit run app.py`` with the given environment; a context manager that always stops it."""
 
     def __init__(self, env: dict[str, str] | None = None, port: int | None = None, log_path: Path | None = None,
-                 options: tuple[str, ...] = (), prefix: tuple[str, ...] = ()):
+                 options: tuple[str, ...] = (), prefix: tuple[str, ...] = (), root: Path = REPO_ROOT):
         self.port = port or free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.env = {**os.environ, **(env or {})}
@@ -175,6 +175,7 @@ class Server:
         self.log_path = log_path
         self.options = options  # extra `--section.option value` pairs for streamlit run
         self.prefix = prefix  # a command the server runs under, e.g. ("taskset", "-c", "0"): its runs inherit it
+        self.root = root  # the checkout whose app.py it serves (benchmarks/white_page.py compares two)
         self.process: subprocess.Popen | None = None
         self._log_start = 0  # where this start's output begins in the log file
 
@@ -195,7 +196,7 @@ class Server:
             output = subprocess.DEVNULL
         try:
             # A new session makes the server the leader of a process group we can end as one.
-            self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT,
+            self.process = subprocess.Popen(command, cwd=self.root, stdout=output, stderr=subprocess.STDOUT,
                                             env=self.env, start_new_session=True)
         finally:
             if output is not subprocess.DEVNULL:
