@@ -11,9 +11,10 @@ into. If that run had moved things (a line of text appeared above the charts), t
 chart for a container it does not have, throws "Cannot set a node at a delta path" (or "'setIn'
 cannot be called on an ElementNode") and shows a white page until it is reloaded.
 
-The fix: a reference goes with the message queued before it. A chart's reference follows its own
+The fix: a reference goes with the delta queued before it. A chart's reference follows its own
 container's or its sibling's delta, so it is dropped when they are; a reference after a kept
-message (one of the main script's) is kept, as before. ``install`` patches the queue class once
+delta (one of the main script's) is kept, as before, and so is one with no delta before it in the
+queue (what it goes into has been sent). ``install`` patches the queue class once
 per process; tests/test_upstream.py shows the bug on Streamlit's own class and the fix.
 """
 
