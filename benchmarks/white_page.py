@@ -23,39 +23,32 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 from bnviz.serve.settings import ENV_IDLE_TIMEOUT, ENV_MAX_RUNNING
-from testsupport import browserclient, classroom_report, serverctl
+from testsupport import browserclient, serverctl
 
 LONG = "steps=200000"  # still training when the round ends
-LOAD_MS = 90_000  # a fresh server's first page imports torch and loads MNIST
 FLIP_MS = 1_200  # between the third page's Start and Reset: a few of the live view's polls
 
 
-def round_(browser, url: str, seed: int, flips: int) -> tuple[list, list[str]]:
+def round_(browser, url: str, seed: int, flips: int) -> tuple[list[str], list[str]]:
     """One round; returns the pages' states at its end and their uncaught errors."""
-    contexts, pages, errors = [], [], []
-    for i in range(3):
-        context = browser.new_context(viewport=browserclient.VIEWPORT)
-        page = context.new_page()
-        page.on("pageerror", lambda error, i=i: errors.append(f"page {i}: {error}"))
-        page.goto(f"{url}/?{LONG}&seed={seed + i}", wait_until="commit")
-        contexts.append(context)
-        pages.append(page)
+    errors: list[str] = []
+    pages = [browserclient.open_page(browser, f"{url}/?{LONG}&seed={seed + i}", i, timers=False) for i in range(3)]
+    for page in pages:
+        page.page.on("pageerror", lambda error, i=page.index: errors.append(f"page {i}: {error}"))
     try:
-        for page in pages:
-            page.locator(".st-key-start button:visible").wait_for(timeout=LOAD_MS)
+        browserclient.wait_loaded(pages, browserclient.PAGE_LOAD_TIMEOUT_S)
         for page in pages[:2]:
-            page.locator(".st-key-start button:visible").click(force=True)
-            page.wait_for_timeout(FLIP_MS)
+            browserclient.press(page, "start")
+            page.page.wait_for_timeout(FLIP_MS)
         for _ in range(flips):
             for key in ("start", "reset"):
                 if not errors:  # a dead page has no buttons
-                    pages[2].locator(f".st-key-{key} button:visible").click(force=True, timeout=LOAD_MS)
-                pages[2].wait_for_timeout(FLIP_MS)
-        states = [classroom_report.parse(page.evaluate(browserclient.STATE_JS)) for page in pages]
+                    browserclient.press(pages[2], key)
+                pages[2].page.wait_for_timeout(FLIP_MS)
+        return [page.state() for page in pages], errors
     finally:
-        for context in contexts:
-            context.close()
-    return states, errors
+        for page in pages:
+            page.context.close()
 
 
 def main() -> None:

@@ -42,8 +42,8 @@ SERVER_LINE_SECONDS = 5.0  # the sidebar's line on the server's slots: cheap, an
 def show(choice: Choice) -> None:
     """Draw the live view, polling at the rate the runs' state calls for, and the sidebar's line on the
     server's slots every ``SERVER_LINE_SECONDS``. Each fragment draws in its own body only, none into a
-    container made outside it: a page of the classroom test went blank now and then in CI, its websocket gone,
-    the white screen of Streamlit's bugs around fragments that do (e.g. streamlit#16281)."""
+    container made outside it, which Streamlit redirects through wrapper blocks of its own. (The page that
+    went white now and then in CI had another cause: ``ui/upstream.py``.)"""
     current = actions.mode(session.pool().get(session.owner()))
     with st.sidebar:
         st.fragment(_server_line, run_every=SERVER_LINE_SECONDS)()
@@ -56,7 +56,8 @@ def ready(snapshot: Snapshot) -> bool:
 
 
 def _server_line() -> None:
-    counts, pool = session.pool().counts(), session.pool()
+    pool = session.pool()
+    counts = pool.counts()
     turns = (f"; while runs wait, a run watched by one tab trains {pool.turn_seconds / 60:g} minutes at a time"
              if pool.turn_seconds > 0 else "")
     st.caption(f"This server: {counts['alive_trainers']} of {pool.max_running} trainer slots busy, "
