@@ -377,6 +377,13 @@ def run_status(tab: Tab) -> dict | None:
     return tab.page.evaluate(browserclient.STATUS_JS)
 
 
+def first_run(tab: Tab) -> dict:
+    """The page's first run's status, or {} while the page has none: between a full rerun's end and the live
+    fragment's next run Streamlit may clear the fragment's elements that rerun had not sent yet."""
+    status = run_status(tab)
+    return status["runs"][0] if status and status["runs"] else {}
+
+
 def test_two_tabs_on_one_link_see_one_run_and_a_fork_changes_only_its_own(server, baseline, tabs):
     """A finished run seen by two tabs: the same run (its key), the same steps, the same heatmap; then
     on a long run, one tab changes the learning rate: it forks a private run, the other's does not change."""
@@ -399,17 +406,17 @@ def test_two_tabs_on_one_link_see_one_run_and_a_fork_changes_only_its_own(server
         tab.advancing()
     shared = run_status(first)["runs"][0]
     assert shared["key"] == run_status(second)["runs"][0]["key"]
-    first.wait(lambda s: run_status(first)["runs"][0]["watching"] == 2, "both tabs counted")
+    first.wait(lambda s: first_run(first).get("watching") == 2, "both tabs counted")
     thumb = first.page.locator(".st-key-lr input[type=range]")
     thumb.focus()
     thumb.press("ArrowLeft")  # a smaller learning rate, live
-    first.wait(lambda s: run_status(first)["runs"][0]["forked_at"] is not None, "the fork")
+    first.wait(lambda s: first_run(first).get("forked_at") is not None, "the fork")
     mine = run_status(first)["runs"][0]
     assert mine["key"] != shared["key"] and not mine["shared"]
     first.advancing()
     theirs = run_status(second)["runs"][0]
     assert theirs["key"] == shared["key"] and theirs["shared"] and theirs["forked_at"] is None
-    second.wait(lambda s: run_status(second)["runs"][0]["watching"] == 1, "the other tab to leave the shared run")
+    second.wait(lambda s: first_run(second).get("watching") == 1, "the other tab to leave the shared run")
     second.advancing()
     for tab in (first, second):
         tab.assert_no_exception()
