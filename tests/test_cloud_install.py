@@ -32,7 +32,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"  # as requirements.txt names it
-PYPI = {"torch": ["2.13.0"], "numpy": ["2.4.6", "2.0.0"], "streamlit": ["1.67.0"], "plotly": ["7.1.0"]}
+PYPI = {"torch": ["2.13.0"], "numpy": ["2.4.6", "2.0.0"], "streamlit": ["1.67.0"], "plotly": ["7.1.0"], "orjson": ["3.13.0"]}
 CPU = {"torch": ["2.13.0+cpu"], "numpy": ["2.0.0"]}  # PyTorch's index also holds numpy, not the pinned release
 UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
 
