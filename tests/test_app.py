@@ -24,6 +24,7 @@ from bnviz.serve.settings import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RUNNING
 from bnviz.trainer import Trainer
 from ui import controls, session, status
 from ui.charts import serialized_once
+from ui.shared_figures import HOLD_SECONDS
 from ui.state import MAP
 
 LONG = "200000"  # steps: still training while the test looks
@@ -230,6 +231,7 @@ def test_a_live_chart_changes_one_slot_per_refresh(app):
     assert len(before) == 2
     version = trainer.snapshot().version
     wait_for(lambda: trainer.snapshot().version > version)
+    time.sleep(HOLD_SECONDS)  # the pages' shared sample of the run is renewed after the hold
     at.run()
     after = [chart.proto.spec for chart in at.get("plotly_chart")[:2]]
     assert sum(a != b for a, b in zip(before, after)) == 1  # the new figure replaced the older slot

@@ -10,7 +10,7 @@ import pytest
 
 from bnviz.config import RunConfig
 from bnviz.snapshot import Snapshot
-from ui.shared_figures import SharedFigures
+from ui.shared_figures import SampledSnapshots, SharedFigures
 
 
 def snapshot(version: int) -> Snapshot:
@@ -71,3 +71,35 @@ def test_a_failed_build_lets_the_next_page_build():
         cache.build_once(shown, broken, None)
     drawn = {"heatmaps": go.Figure()}
     assert cache.build_once(shown, lambda: drawn, None) is drawn  # not left waiting for the failed build
+
+
+class Publishing:
+    """A run that publishes a new snapshot at every look, as a shared run does five times a second."""
+
+    def __init__(self):
+        self.version = 0
+
+    def snapshot(self) -> Snapshot:
+        self.version += 1
+        return snapshot(self.version)
+
+
+def test_pages_watching_the_same_runs_share_one_sample_per_hold():
+    now = [0.0]
+    sampler, runs = SampledSnapshots(hold=0.4, clock=lambda: now[0]), (Publishing(), Publishing())
+    first = sampler.sample(runs)
+    now[0] = 0.39
+    assert sampler.sample(runs) is first  # every page within the hold: the same objects, so one build
+    assert sampler.sample((runs[0],)) is not first  # another set of runs: a sample of its own
+    now[0] = 0.41
+    assert sampler.sample(runs, hold=1.0) is first  # a page polling every 4 s takes a quarter of that
+    later = sampler.sample(runs)
+    assert later is not first and [s.version for s in later] == [3, 2]  # taken anew
+    assert sampler.sample(runs, hold=0.1) is later  # never less than the sampler's own hold
+
+
+def test_samples_are_bounded():
+    sampler = SampledSnapshots(entries=2)
+    for _ in range(5):
+        sampler.sample((Publishing(),))
+    assert len(sampler) == 2

@@ -5,6 +5,7 @@ fragment's run had sent its first elements, a line of text had moved the charts 
 next run of the fragment began before the rest went out.
 """
 
+import pytest
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.runtime.forward_msg_queue import ForwardMsgQueue
 
@@ -75,3 +76,31 @@ def test_installed_a_full_runs_clear_and_a_flush_are_streamlits_own():
     assert _kept(queue) == ["script_finished []"]
     queue = _queue()
     assert len(queue.flush()) == 7 and queue.is_empty()
+
+
+def test_a_fragment_sets_its_own_interval_from_inside_its_run(tmp_path, monkeypatch):
+    """What the browser keys its timers by: the same fragment id, first with the interval it was
+    defined with, then with the one its run asked for."""
+    from streamlit.testing.v1 import AppTest
+    from streamlit.testing.v1.local_script_runner import LocalScriptRunner
+
+    page = tmp_path / "page.py"
+    page.write_text("import streamlit as st\nfrom ui import upstream\n\n"
+                    "@st.fragment(run_every=0.4)\ndef poll():\n    upstream.set_run_every(2.5)\n    st.write('polled')\n\n"
+                    "poll()\n")
+    sent = []
+    original = LocalScriptRunner.forward_msgs
+    monkeypatch.setattr(LocalScriptRunner, "forward_msgs", lambda self: sent.extend(original(self)) or original(self))
+    at = AppTest.from_file(str(page)).run()
+    assert not at.exception and at.markdown[0].value == "polled"
+    timers = [(m.auto_rerun.fragment_id, m.auto_rerun.interval) for m in sent if m.WhichOneof("type") == "auto_rerun"]
+    assert [interval for _, interval in timers] == pytest.approx([0.4, 2.5]) and timers[0][0] == timers[1][0] != ""
+
+
+def test_set_run_every_outside_a_fragment_says_so(tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    page = tmp_path / "page.py"
+    page.write_text("from ui import upstream\nupstream.set_run_every(1.0)\n")
+    at = AppTest.from_file(str(page)).run()
+    assert "inside a fragment" in at.exception[0].message

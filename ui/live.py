@@ -1,9 +1,11 @@
 """The live view: a fragment that polls this session's runs and draws them.
 
 How often it polls depends on what the runs are doing, chosen on each full rerun:
-2.5 times a second while training, every 2 s while paused (a heartbeat, so the pool keeps the
+2.5 times a second while training (slower while more pages train than the server can serve
+that often: ``ui.pacing``), every 2 s while paused (a heartbeat, so the pool keeps the
 run), never once every run is done (the pictures stay; nothing changes). When the runs
-change state under it (a run finishes) the fragment asks for a full rerun to switch.
+change state under it (a run finishes) the fragment asks for a full rerun to switch; when
+the server's pace moves it changes its own interval.
 Figures are rebuilt only when a snapshot's version, the scrub step or the heatmap kind
 changed; otherwise the same figures are sent again and Streamlit sends only a reference
 (and the browser keeps the chart: Streamlit 1.67 remounts a chart only when its figure changes).
@@ -23,12 +25,10 @@ from bnviz.serve.settings import REFRESH_SECONDS
 from bnviz.snapshot import Snapshot
 from bnviz.style import NORM_LABELS, run_label
 from bnviz.views import column_budget, run_view
-from ui import actions, charts, explain, session, shared_figures, status
+from ui import actions, charts, explain, pacing, session, shared_figures, status, upstream
 from ui import state as keys
 from ui.controls import Choice
 
-# Seconds between polls; idle and done: none. Training polls a little faster than twice a second
-# so that a slow refresh now and then still leaves two a second (benchmarks/bench_app.py).
 SLOW_FIGURES = ("saturation", "unit_percentiles", "grad_norms", "landscape", "train_eval")  # the last two: only runs that have them
 SLOW_SECONDS = 1.0  # while training these redraw at most once a second: Streamlit redraws a changed chart
 #                     from scratch, and the browser's drawing was the bottleneck (benchmarks/bench_app.py)
@@ -36,7 +36,8 @@ PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png",
 TRAINING_CONFIG = {"staticPlot": True}  # a chart redrawn 2.5 times a second cannot be zoomed or hovered anyway;
 #                                         static ones draw ~30% faster. Paused or finished: interactive again.
 KINDS = {"pre": "input to the activation", "post": "output of the activation"}
-SERVER_LINE_SECONDS = 5.0  # the sidebar's line on the server's slots: cheap, and current enough
+SERVER_LINE_SECONDS = 15.0  # the sidebar's line on the server's slots: current enough, and thirty pages polling it
+#                             every 5 s took a third of the server's polls (ui/pacing.py counts what is left)
 
 
 def show(choice: Choice) -> None:
@@ -44,10 +45,25 @@ def show(choice: Choice) -> None:
     server's slots every ``SERVER_LINE_SECONDS``. Each fragment draws in its own body only, none into a
     container made outside it, which Streamlit redirects through wrapper blocks of its own. (The page that
     went white now and then in CI had another cause: ``ui/upstream.py``.)"""
-    current = actions.mode(session.pool().get(session.owner()))
+    entry = session.pool().get(session.owner())
+    current = actions.mode(entry)
     with st.sidebar:
         st.fragment(_server_line, run_every=SERVER_LINE_SECONDS)()
-    st.fragment(_live, run_every=REFRESH_SECONDS.get(current))(current, choice)
+    if _training(current, entry):
+        pacing.pacer().training(session.owner())
+    interval = st.session_state[keys.PACE] = _pace(current, entry)
+    st.fragment(_live, run_every=interval)(current, choice)
+
+
+def _training(current: str, entry) -> bool:
+    """The tab's runs train and each has shown a step."""
+    return current == "running" and all(ready(run.snapshot()) for run in entry.runs)
+
+
+def _pace(current: str, entry) -> float | None:
+    """Seconds between polls: by the runs' state, and while they train the server's pace (``ui.pacing``);
+    a run that has not shown its first step yet is polled at the fastest rate, so it shows as soon as it trains."""
+    return pacing.pacer().interval() if _training(current, entry) else REFRESH_SECONDS.get(current)
 
 
 def ready(snapshot: Snapshot) -> bool:
@@ -60,19 +76,40 @@ def _server_line() -> None:
     counts = pool.counts()
     turns = (f"; while runs wait, a run watched by one tab trains {pool.turn_seconds / 60:g} minutes at a time"
              if pool.turn_seconds > 0 else "")
+    pacer = pacing.pacer()
+    interval, pages = pacer.interval(), pacer.pages()
+    pace = (f" {pages} pages are training here, so each refreshes every {interval:g} s (faster would slow "
+            "every page)." if interval > pacing.FASTEST else "")
     st.caption(f"This server: {counts['alive_trainers']} of {pool.max_running} trainer slots busy, "
                f"{counts['queued_runs']} runs waiting. Everyone who starts the same settings watches one "
-               f"run{turns}.")
+               f"run{turns}.{pace}")
 
 
 def _live(expected: str, choice: Choice) -> None:
-    pool, owner, state = session.pool(), session.owner(), st.session_state
-    entry = pool.get(owner)  # the heartbeat
+    """One poll: the view redrawn, or the whole page when the runs' state changed (a full rerun picks the
+    polling rate and the buttons for it). When the server's pace (``ui.pacing``) moved out of the band
+    around this page's, the page takes the new one from its next poll, without a full rerun."""
+    owner, state = session.owner(), st.session_state
+    entry = session.pool().get(owner)  # the heartbeat
     current = actions.mode(entry)
     if current != expected:
-        st.rerun()  # a full rerun picks the new polling rate and button states
-    if entry is not None:
-        state[keys.LAST] = state.get(keys.FROZEN) or tuple(run.snapshot() for run in entry.runs)
+        st.rerun()
+    wanted = _pace(current, entry)
+    if wanted is not None and not pacing.close_enough(state.get(keys.PACE), wanted):
+        upstream.set_run_every(wanted)
+        state[keys.PACE] = wanted
+    _view(current, state[keys.PACE], entry, choice)
+    if current == "running":
+        pacing.pacer().polled(owner)
+
+
+def _view(current: str, interval: float | None, entry, choice: Choice) -> None:
+    """The live view of this tab's runs in state ``current``: status, progress, reproduce view, charts."""
+    pool, owner, state = session.pool(), session.owner(), st.session_state
+    if entry is not None:  # while training, the class's sample of these runs (a few builds of their figures)
+        taken = shared_figures.samples().sample(entry.runs, hold=interval / 4) if current == "running" else \
+            tuple(run.snapshot() for run in entry.runs)
+        state[keys.LAST] = state.get(keys.FROZEN) or taken
     snapshots: tuple[Snapshot, ...] = state.get(keys.LAST, ())
     explain.published(choice.preset, choice.config,
                       {s.config.norm: float(s.accuracy[-1]) for s in snapshots if len(s.accuracy)})

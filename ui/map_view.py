@@ -19,7 +19,7 @@ from bnviz.presets import PRESETS
 from bnviz.reproduce.map_claims import check_map
 from bnviz.reproduce.map_data import MapData, shipped_maps
 from bnviz.reproduce.map_figures import label, map_figure, ticks
-from ui import actions
+from ui import actions, charts
 from ui import state as keys
 from ui.controls import SETTINGS, Choice
 
@@ -39,8 +39,9 @@ def _shipped() -> tuple[tuple[MapData, ...], tuple[str, ...]]:
 
 @st.cache_resource(show_spinner=False)
 def _figure(name: str):
-    """One figure per map for the whole server: the page sends it, never changes it."""
-    return map_figure(next(data for data in _shipped()[0] if data.spec.name == name), uirevision=name)
+    """One figure per map for the whole server, serialized once: the page sends it, never changes it."""
+    return charts.serialized_once(map_figure(next(data for data in _shipped()[0] if data.spec.name == name),
+                                             uirevision=name))
 
 
 def maps_for(preset: str) -> tuple[MapData, ...]:

@@ -12,24 +12,35 @@ figures takes longer than that on a busy server: so the first page to ask builds
 pages that ask while it builds wait for its figures (``build_once``) instead of each building
 the same ones (a profile of a class on one link found most of the building done that way).
 
-Keys hold the snapshots themselves, so an id is never reused while its entry lives; the
-entries are bounded (``ENTRIES``, least recently used out first), and the whole cache goes
-with Streamlit's resource cache.
+A run publishes five times a second, and a pair compared side by side up to ten: a class
+polling at random moments would see a new pair at almost every poll and build again each
+time, though a page shows a picture for a poll interval at least. So pages that watch the same
+runs sample them together (``SampledSnapshots``): a sample serves every page that asks within
+its hold (the asking page's: a quarter of its poll interval, at least ``HOLD_SECONDS``), the
+same objects for every page, so a class costs a few builds per poll interval, whatever the
+publish rate, and a page's picture is at most a quarter of its interval older than its poll.
+
+Keys hold the snapshots (and runs) themselves, so an id is never reused while its entry lives; the
+entries are bounded (``ENTRIES``, least recently used out first), and both caches go with
+Streamlit's resource cache.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
 import plotly.graph_objects as go
 import streamlit as st
 
+from bnviz.serve.settings import REFRESH_SECONDS
 from bnviz.snapshot import Snapshot
 
 ENTRIES = 32  # sets of figures kept: one per set of runs being watched at a moment, a class's distinct runs
 WAIT_SECONDS = 10.0  # a page waits this long for another page's build, then builds its own (a ceiling)
+HOLD_SECONDS = REFRESH_SECONDS["running"]  # a sample of a set of runs serves this long at least: the fastest poll
 
 
 class SharedFigures:
@@ -94,6 +105,41 @@ class SharedFigures:
     def __len__(self) -> int:
         with self._lock:
             return len(self._figures)
+
+
+class SampledSnapshots:
+    """A bounded, thread-safe map from a set of runs (by identity) to their last sample of snapshots."""
+
+    def __init__(self, hold: float = HOLD_SECONDS, entries: int = ENTRIES, clock: Callable[[], float] = time.monotonic):
+        self.hold, self.entries, self._clock = hold, entries, clock
+        self._lock = threading.Lock()
+        self._samples: OrderedDict[tuple, tuple[tuple, float, tuple[Snapshot, ...]]] = OrderedDict()
+
+    def sample(self, runs: tuple, hold: float | None = None) -> tuple[Snapshot, ...]:
+        """Each run's ``snapshot()``, as taken by the first page to ask in the last ``hold`` seconds
+        (``self.hold`` if not given, and never less)."""
+        key, now, hold = tuple(id(run) for run in runs), self._clock(), max(self.hold, hold or 0.0)
+        with self._lock:
+            found = self._samples.get(key)
+            if found is not None and all(a is b for a, b in zip(found[0], runs)) and now - found[1] < hold:
+                self._samples.move_to_end(key)
+                return found[2]
+            snapshots = tuple(run.snapshot() for run in runs)
+            self._samples[key] = (tuple(runs), now, snapshots)
+            self._samples.move_to_end(key)
+            while len(self._samples) > self.entries:
+                self._samples.popitem(last=False)
+            return snapshots
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._samples)
+
+
+@st.cache_resource(show_spinner=False)
+def samples() -> SampledSnapshots:
+    """The server's one sampler, shared by every session."""
+    return SampledSnapshots()
 
 
 @st.cache_resource(show_spinner=False)

@@ -25,6 +25,7 @@ COMPARE_NORMS = "compare_norms"  # the norms compared side by side (a multiselec
 
 # The live view
 LAST = "last"  # the snapshots drawn last (a tuple of bnviz.snapshot.Snapshot)
+PACE = "pace"  # seconds between the live view's polls now (ui.pacing; None: it does not poll)
 CLAIMS = "claims"  # (key, claim results) cached per set of snapshot versions
 HEATMAP_KIND = "heatmap_kind"  # "pre" or "post" activation heatmaps
 SCRUB = "scrub"  # the scrub slider's step

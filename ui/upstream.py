@@ -1,5 +1,6 @@
-"""A fix for a Streamlit bug that turned a training page white: reference messages a fragment
-rerun should have dropped.
+"""What the page needs from Streamlit 1.67's insides: a fix for a bug that turned a training page
+white (reference messages a fragment rerun should have dropped), and a way for a polling
+fragment to change its own interval (``set_run_every``).
 
 A fragment that polls (``st.fragment(run_every=...)``) starts its next run as soon as the last
 one ends when a run takes longer than the poll, as the live view's do on a busy server. The new
@@ -16,11 +17,20 @@ container's or its sibling's delta, so it is dropped when they are; a reference 
 delta (one of the main script's) is kept, as before, and so is one with no delta before it in the
 queue (what it goes into has been sent). ``install`` patches the queue class once
 per process; tests/test_upstream.py shows the bug on Streamlit's own class and the fix.
+
+A fragment's interval is set when the main script defines it (``st.fragment(run_every=...)``),
+and Streamlit has no call to change it from the fragment's own run: only a full rerun would,
+and thirty pages rerunning whole at once, as a class's pace moves, is the load the pace is
+there to avoid. The browser keys each fragment's timer by the fragment's id and replaces it
+when an ``auto_rerun`` message brings another interval (what a nested fragment's definition
+sends on each run); ``set_run_every`` sends that message for the fragment running now.
 """
 
 from __future__ import annotations
 
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.runtime.forward_msg_queue import ForwardMsgQueue
+from streamlit.runtime.scriptrunner_utils.script_run_context import ThreadState, get_script_run_ctx
 
 _original_clear = ForwardMsgQueue.clear
 
@@ -51,3 +61,14 @@ def _clear(self: ForwardMsgQueue, retain_lifecycle_msgs: bool = False,
     orphans = orphaned_references(queued, fragment_ids_this_run)
     _original_clear(self, retain_lifecycle_msgs, fragment_ids_this_run)
     self._queue = [msg for msg in self._queue if id(msg) not in orphans]
+
+
+def set_run_every(seconds: float) -> None:
+    """From inside a fragment's run: rerun this fragment every ``seconds`` from now on (this page only)."""
+    ctx, fragment_id = get_script_run_ctx(), ThreadState.get().fragment_id
+    if ctx is None or fragment_id is None:
+        raise RuntimeError("set_run_every is called from inside a fragment's run")
+    message = ForwardMsg()
+    message.auto_rerun.interval = seconds
+    message.auto_rerun.fragment_id = fragment_id
+    ctx.enqueue(message)

@@ -17,7 +17,9 @@ RUNS_IN = ("process", "thread")  # the first is the default
 REAP_SECONDS = 5.0  # sweep for closed tabs this often: well inside the idle timeout
 
 SERVER_PARAM = "server"  # the URL parameter that says which server a page's runs are on
-REFRESH_SECONDS = {"queued": 1.0, "running": 0.4, "paused": 2.0}  # the live view's poll, by run status
+REFRESH_SECONDS = {"queued": 1.0, "running": 0.4, "paused": 2.0}  # the live view's poll, by run status; idle
+#   and done: none. Training polls a little faster than twice a second, so that a slow refresh now and then
+#   still leaves two a second (benchmarks/bench_app.py); slower on a busy server (ui/pacing.py)
 DEFAULT_STOP_GRACE = 10.0  # seconds a stopped run may take to end before its process is killed: one step
 #                           of the largest run the limits admit took ~5 s here
 DEFAULT_TURN_SECONDS = 600.0  # a one-tab run's turn while other runs wait: ten minutes train the lesson's
