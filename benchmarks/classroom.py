@@ -337,6 +337,11 @@ def main() -> None:
                              "link, everyone on a run of their own, both, or a finished lesson after a restart")
     parser.add_argument("--cores", default="", help="with --scenario: hold the server and its runs to these cores "
                                                     "(taskset -c; '0' is one core)")
+    parser.add_argument("--spread", type=float, default=0.0,
+                        help="with --scenario: the sessions press Start one after another over this many seconds "
+                             "(0: all at once)")
+    parser.add_argument("--root", default="", help="with --scenario: serve another checkout's app.py (a git worktree "
+                                                   "of an earlier commit), measured by this checkout's clients")
     parser.add_argument("--own-steps", type=int, default=2000,
                         help="with --scenario: steps of a run of one's own (short: the queue drains) and of the "
                              "restart scenario's lesson")

@@ -6,7 +6,10 @@ server whose every process (web server, fork server, runs) is held to the cores 
 with ``taskset`` (``--cores 0`` is one core). ``benchmarks/classroom.py --scenario ...`` runs it.
 
 - ``link``: every session opens the lesson link (``?preset=ioffe-fig1&compare=1``, 50,000-step
-  runs) and presses Start: seconds from Start to its page showing its run training (p50/p95),
+  runs) and presses Start, all at once or spread over ``--spread`` seconds (a class told to press
+  Start): seconds from Start to its page showing its run training (p50/p95; the run status read
+  as it arrives, as a browser shows it, and at the end of the page's run), how often a page's
+  picture changed (the refresh a student sees),
   the most run processes at once (the class's trainers), the server's refresh p50/p95, steps/s
   per trainer, memory (server, fork server and runs together, PSS) at its peak;
 - ``own``: every session has a setting of its own (its own seed: distinct runs, short enough
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 from testsupport import serverctl
 from testsupport.classroom_report import jain, loadavg, parse, percentile, settle_threads, summarize
@@ -46,7 +50,8 @@ def queries(args) -> list[str]:
 
 def server_for(args, log_name: str) -> serverctl.Server:
     prefix = ("taskset", "-c", args.cores) if args.cores else ()
-    return serverctl.Server(env={}, log_path=serverctl.ARTIFACTS / log_name, prefix=prefix)
+    root = Path(args.root) if args.root else serverctl.REPO_ROOT
+    return serverctl.Server(env={}, log_path=serverctl.ARTIFACTS / log_name, prefix=prefix, root=root)
 
 
 async def _until(condition, timeout: float) -> bool:
@@ -77,9 +82,10 @@ async def _class(args, server) -> dict:
     opened = [await _open(server, query) for query in asked]
     clients = [client for client, _ in opened]
     await _until(lambda: all(client.loaded for client in clients), LOAD_TIMEOUT_S)
-    load_before = loadavg()
+    load_before, load_done = loadavg(), time.time()
     clicked = {}
-    for client in clients:
+    for index, client in enumerate(clients):
+        await asyncio.sleep(max(0.0, index * args.spread / len(clients) - (time.time() - load_done)))
         if await client.press("start"):
             clicked[id(client)] = time.time()
     started = time.time()
@@ -97,14 +103,16 @@ async def _class(args, server) -> dict:
 
 
 class Logged:
-    """A client as testsupport.classroom_report.summarize reads a session."""
+    """A client as testsupport.classroom_report.summarize reads a session: its states as they arrived
+    (as a browser shows them), or with ``ended`` as of each run's end."""
 
-    def __init__(self, client: StreamClient, clicked: float | None):
-        self.log, self.clicked = client.log, clicked
+    def __init__(self, client: StreamClient, clicked: float | None, ended: bool = False):
+        self.log, self.clicked = client.ended_log if ended else client.log, clicked
 
 
 def report(args, result: dict) -> list[tuple[str, str]]:
-    rows = [("cores", args.cores or "all"), ("load average (1/5/15 min) before -> after", result["load"])]
+    rows = [("cores", args.cores or "all"), ("Start pressed over (s)", f"{args.spread:g}"),
+            ("load average (1/5/15 min) before -> after", result["load"])]
     groups = {"link": [], "own": []}
     for query, client in zip(result["asked"], result["clients"]):
         summary = summarize(Logged(client, result["clicked"].get(id(client))))
@@ -123,6 +131,14 @@ def report(args, result: dict) -> list[tuple[str, str]]:
         if waits:
             rows.append(("  Start -> training, p50 / p95 / max (s)",
                          f"{percentile(waits, 50):.2f} / {percentile(waits, 95):.2f} / {max(waits):.2f}"))
+            ended = [summarize(Logged(c, result["clicked"].get(id(c)), ended=True)).started_after for c, _ in members]
+            ended = [wait for wait in ended if wait is not None]
+            rows.append(("    the same, read at the end of the page's run (s)",
+                         f"{percentile(ended, 50):.2f} / {percentile(ended, 95):.2f} / {max(ended):.2f}"))
+        intervals = [seconds for _, s in members for seconds in s.intervals]
+        if intervals:
+            rows.append(("  the page's picture changed every p50 / p95 (s)",
+                         f"{percentile(intervals, 50):.2f} / {percentile(intervals, 95):.2f}"))
         if rates:
             rows.append(("  steps/s seen per session p50 (min-max); fairness (Jain)",
                          f"{percentile(rates, 50):.0f} ({min(rates):.0f}-{max(rates):.0f}); {jain(rates):.2f}"))

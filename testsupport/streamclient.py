@@ -7,9 +7,10 @@ like the page's JavaScript, sends a fragment rerun every ``interval`` seconds an
 trigger when asked to press it. Nothing is drawn, so thirty of them cost this machine almost
 nothing: what is measured is the server. Used by ``benchmarks/classroom.py --clients stream``.
 
-What it keeps: the page's machine-readable run status (``ui/status.py``) as of the last finished
-run, in words ("running 120 1000", "queued 3"), each change of that state with its time, and
-each fragment rerun's server time (request sent -> its ``script_finished``).
+What it keeps: the page's machine-readable run status (``ui/status.py``) in words ("running 120
+1000", "queued 3"), each change of it with its time, read as its element arrives, as a browser
+shows the progress line before the run's charts (``log``; ``ended_log``: the same read at each
+run's end), and each fragment rerun's server time (request sent -> its ``script_finished``).
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ class StreamClient:
         self.url = url.replace("http://", "ws://") + "/_stcore/stream"
         self.query = query
         self.buttons: dict[str, str] = {}  # key -> widget id
-        self.texts: list[str] = []  # this run's html element bodies (the run status is one)
         self.state = "loading"
         self.log: list[tuple[float, str]] = [(time.time(), "loading")]  # (wall clock, state) at each change
+        self.ended_log: list[tuple[float, str]] = list(self.log)  # the same, as of each run's end
+        self._run_state: str | None = None  # the state the run under way has sent
         self.refresh = RefreshTimer()  # on the wall clock
         self.problems: list[str] = []
         self.exceptions = 0  # st.exception elements the server sent
@@ -93,16 +95,20 @@ class StreamClient:
     async def _poll(self) -> None:
         """The page's timers: each live fragment reruns every interval, one request in flight at a time."""
         next_due: dict[str, float] = {}
+        timers: dict[str, float] = {}  # the interval each fragment's timer was set with
         while True:
             await asyncio.sleep(0.05)
             now = time.perf_counter()
             for fragment, interval in list(self._fragments.items()):
-                due = next_due.setdefault(fragment, now + interval)
+                if timers.get(fragment) != interval:  # a new timer, as the page sets one
+                    timers[fragment] = interval
+                    next_due[fragment] = now + interval
+                due = next_due[fragment]
                 if now >= due and not self._pending:
                     next_due[fragment] = now + interval
                     await self._rerun(fragment=fragment)
             for fragment in set(next_due) - set(self._fragments):
-                del next_due[fragment]
+                del next_due[fragment], timers[fragment]
 
     def _receive(self, data: bytes) -> None:
         message = ForwardMsg()
@@ -110,9 +116,11 @@ class StreamClient:
         kind = message.WhichOneof("type")
         if kind == "new_session":  # sent at the start of every run, fragment runs too
             self._page_hash = message.new_session.page_script_hash
-            self.texts = []
-        elif kind == "auto_rerun":
+            self._run_state = None
+        elif kind == "auto_rerun":  # the page's timer for that fragment, from now (a full run's replace them all)
             self._asked[message.auto_rerun.fragment_id] = message.auto_rerun.interval
+            if message.auto_rerun.fragment_id in self._fragments:
+                self._fragments[message.auto_rerun.fragment_id] = message.auto_rerun.interval
         elif kind == "delta" and message.delta.WhichOneof("type") == "new_element":
             self._element(message.delta.new_element)
         elif kind == "script_finished":
@@ -125,28 +133,32 @@ class StreamClient:
             key = element.button.id.rsplit("-", 1)[-1]  # "$$ID-<hash>-<key>"
             self.buttons[key] = element.button.id
         elif kind == "html":
-            self.texts.append(element.html.body)
+            state = read_state(element.html.body)
+            if state is not None:
+                self._run_state = state
+                self._log(self.log, state)
         elif kind == "exception":
             self.exceptions += 1
 
-    def _finished(self, status) -> None:
-        if status == ForwardMsg.FINISHED_SUCCESSFULLY:  # a full run: its timers replace the page's
+    def _finished(self, ended) -> None:
+        if ended == ForwardMsg.FINISHED_SUCCESSFULLY:  # a full run: its timers replace the page's
             self._fragments = dict(self._asked)
         self._asked = {}
         self._pending = False
-        if self.loaded is None and status == ForwardMsg.FINISHED_SUCCESSFULLY:
+        if self.loaded is None and ended == ForwardMsg.FINISHED_SUCCESSFULLY:
             self.loaded = time.time()
-        state = read_state(self.texts)
-        self.texts = []
-        if state and state != self.state:
+        if self._run_state is not None:
+            self._log(self.ended_log, self._run_state)
+        self._run_state = None
+
+    def _log(self, log: list[tuple[float, str]], state: str) -> None:
+        if state != log[-1][1]:
+            log.append((time.time(), state))
+        if log is self.log:
             self.state = state
-            self.log.append((time.time(), state))
 
 
-def read_state(bodies: list[str]) -> str | None:
-    """The page's state in words (``ui.status.words``), from the status element among the html bodies."""
-    for body in bodies:
-        data = status.read(body)
-        if data is not None:
-            return status.words(data)
-    return None
+def read_state(body: str) -> str | None:
+    """The page's state in words (``ui.status.words``) if this html element's body is the status element."""
+    data = status.read(body)
+    return status.words(data) if data is not None else None
