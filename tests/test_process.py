@@ -150,3 +150,28 @@ def _running(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def test_the_fork_server_makes_the_main_scripts_imports_once_not_every_run(tmp_path):
+    """Each child runs the parent's main script again (multiprocessing); Python 3.11's fork server never
+    preloads it (CPython gh-126631), so every run imported all the script imports (Streamlit and Plotly for
+    app.py). The fork server now imports the script as a module: a child finds its imports done."""
+    log = tmp_path / "imported"
+    (tmp_path / "heavy.py").write_text("import os\nwith open(os.environ['IMPORTED'], 'a') as f:\n"
+                                       "    f.write(f'{os.getpid()}\\n')\n")
+    (tmp_path / "main.py").write_text(
+        "import heavy\n"
+        "if __name__ == '__main__':\n"
+        "    from bnviz.config import RunConfig\n"
+        "    from bnviz.serve.process import TrainerProcess, warm_up\n"
+        "    warm_up(wait=True)\n"
+        "    run = TrainerProcess(RunConfig(dataset='synthetic', depth=2, width=16, batch_size=32, steps=20,\n"
+        "                                   eval_every=10, eval_size=100)).start()\n"
+        "    run.join(120)\n"
+        "    print(run.snapshot().status)\n")
+    env = {**os.environ, "IMPORTED": str(log), "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "main.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.stdout.strip() == "finished", done.stderr[-2000:]
+    importers = log.read_text().split()
+    assert len(set(importers)) == len(importers) == 2  # the script and the fork server; no run

@@ -24,6 +24,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+import sys
 import threading
 from dataclasses import replace
 
@@ -32,10 +33,10 @@ from bnviz.snapshot import Snapshot
 
 AVAILABLE = "forkserver" in multiprocessing.get_all_start_methods()  # Linux and macOS; not Windows
 _CONTEXT = multiprocessing.get_context("forkserver") if AVAILABLE else None
-# What the fork server imports once for every run: the main module first (a child re-runs it
-# otherwise, as multiprocessing does), then the trainer, and last a warm torch and the default
-# data, which freezes everything made before it (``bnviz.serve.warm``).
-# The parent never imports torch for its runs: a web server whose runs are processes saves it.
+# What the fork server imports once for every run: the main module first (``_main_script``), then
+# the trainer, and last a warm torch and the default data, which freezes everything made before it
+# (``bnviz.serve.warm``). The parent never imports torch for its runs: a web server whose runs are
+# processes saves it.
 PRELOAD = ["__main__", "bnviz.serve.process", "bnviz.trainer", "bnviz.serve.warm"]
 COMMANDS = ("pause", "resume", "step", "stop", "set_lr", "reestimate", "end_turn")  # the Trainer methods a parent may call
 STATE = "state"  # a message up the pipe that carries a checkpoint (bytes), not a Snapshot
@@ -49,12 +50,29 @@ def warm_up(wait: bool = False) -> None:
     """Start the fork server now (it warms torch up, ~4 s here), not when the first visitor presses Start.
     ``wait``: return only once it has forked a first child, so the first run's start (made while
     the server's run pool is locked) does not wait for torch's import (~11 s on a loaded machine)."""
-    _CONTEXT.set_forkserver_preload(PRELOAD)
+    _CONTEXT.set_forkserver_preload([PRELOAD[0], *_main_script(), *PRELOAD[1:]])
     multiprocessing.forkserver.ensure_running()
     if wait:
         first = _CONTEXT.Process(target=_nothing, name="bnviz-warm", daemon=True)
         first.start()
         first.join()
+
+
+def _main_script() -> list[str]:
+    """The parent's main script as a module the fork server imports, if it can (else nothing).
+
+    Every child runs the parent's main script again before its target, as multiprocessing does (a
+    page's server: ``app.py``, and with it Streamlit and Plotly: most of the CPU a run's start took).
+    The fork server is meant to do that once (``"__main__"`` in its preload), but Python 3.11's never
+    does (CPython gh-126631, fixed in later releases: it looks for a key that ``get_preparation_data``
+    renamed). With the script's imports made in the fork server, a child's run of it finds them done."""
+    path = getattr(sys.modules["__main__"], "__file__", None)
+    if not path:
+        return []
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, extension = os.path.splitext(name)
+    on_path = folder in {os.path.abspath(entry or os.curdir) for entry in sys.path}
+    return [stem] if extension == ".py" and stem.isidentifier() and on_path else []
 
 
 def _nothing() -> None:
