@@ -199,7 +199,7 @@ class Trainer:
             budget = self._wait_for_work()
             if budget == 0:
                 return "stopped", f"stopped at step {self._step}"
-            deadline = time.perf_counter() + PUBLISH_INTERVAL
+            deadline = time.perf_counter() + (PUBLISH_INTERVAL if self._step else 0.0)  # the first step at once
             started, first = time.perf_counter(), self._step
             while budget and self._step < config.steps and not self._probe.full:
                 loss = self._train_step()
