@@ -9,9 +9,9 @@ Streamlit sends only a reference and the browser leaves it alone; a CSS rule hid
 once the new one has drawn. Paused or finished charts need one slot.
 
 Streamlit serializes every chart at every rerun, also a figure it has sent before (it then
-sends only a reference), and the figure's ``to_dict`` (a deep copy and a base64 pass over
-its arrays) was most of that work. A live refresh draws ten charts (five in two slots) of
-which two or three are new; ``serialized_once`` makes the others cost next to nothing.
+sends only a reference): the figure's ``to_dict`` (a deep copy and a base64 pass over its
+arrays), then its JSON. A live refresh draws ten charts (five in two slots) of which two or
+three are new; ``serialized_once`` makes the others cost next to nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from ui import state as keys
+from ui import upstream
 
 # Drawn: Plotly has added its SVG layers, and Streamlit no longer hides the plot while it measures it.
 DRAWN = ".js-plotly-plot:not([style*='hidden']):not([style*='none']) .main-svg"
@@ -47,9 +48,11 @@ def chart(name: str, figure: go.Figure, config: dict, live: bool) -> None:
 
 
 def serialized_once(figure: go.Figure) -> go.Figure:
-    """The figure, its ``to_dict`` computed once and kept: it is never changed after it is built."""
+    """The figure, its ``to_dict`` and Streamlit's JSON of it (``upstream.KeptJson``) computed once and
+    kept: it is never changed after it is built."""
     if "to_dict" not in vars(figure):
-        object.__setattr__(figure, "to_dict", functools.cache(figure.to_dict))
+        to_dict = figure.to_dict
+        object.__setattr__(figure, "to_dict", functools.cache(lambda: upstream.KeptJson(to_dict())))
     return figure
 
 

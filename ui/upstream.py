@@ -24,20 +24,51 @@ and thirty pages rerunning whole at once, as a class's pace moves, is the load t
 there to avoid. The browser keys each fragment's timer by the fragment's id and replaces it
 when an ``auto_rerun`` message brings another interval (what a nested fragment's definition
 sends on each run); ``set_run_every`` sends that message for the fragment running now.
+
+``st.plotly_chart`` encodes its figure to JSON at every call (``plotly.io.to_json``), also a figure
+it sent before: then it sends only a reference, but after encoding it. A page draws ten to twelve
+charts a refresh, most of them unchanged, and every full run encodes the trainability map again.
+Streamlit turns the figure into a dict (``to_dict``), then encodes that; a figure whose ``to_dict``
+returns the same ``KeptJson`` dict each time (one bnviz never changes after building it,
+``ui.charts.serialized_once``) is encoded once, the JSON kept on the dict; ``install`` wraps
+``plotly.io.to_json`` for that, once per process.
 """
 
 from __future__ import annotations
 
+import plotly.io
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.runtime.forward_msg_queue import ForwardMsgQueue
 from streamlit.runtime.scriptrunner_utils.script_run_context import ThreadState, get_script_run_ctx
 
 _original_clear = ForwardMsgQueue.clear
+_original_to_json = plotly.io.to_json
 
 
 def install() -> None:
-    """Make every session's queue drop the references that belong to the messages it drops (idempotent)."""
+    """Make every session's queue drop the references that belong to the messages it drops, and
+    Streamlit encode a kept figure once (idempotent)."""
     ForwardMsgQueue.clear = _clear
+    plotly.io.to_json = _to_json
+
+
+class KeptJson(dict):
+    """A figure's dict (``to_dict``) that keeps the JSON Streamlit made of it: Streamlit turns the figure
+    into this dict, then encodes the dict. The dict must not change once it is encoded."""
+
+    __slots__ = ("json",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.json: str | None = None
+
+
+def _to_json(fig, *args, **kwargs) -> str:
+    if type(fig) is not KeptJson or args or kwargs != {"validate": False}:  # not Streamlit's call on a kept dict
+        return _original_to_json(fig, *args, **kwargs)
+    if fig.json is None:
+        fig.json = _original_to_json(fig, validate=False)
+    return fig.json
 
 
 def orphaned_references(queue: list, fragment_ids: list[str]) -> set[int]:
