@@ -10,23 +10,25 @@ The page is a short function; each part lives in ``ui/``: the sidebar and URL
 
 import streamlit as st
 
-from ui import actions, classview, controls, cost, explain, live, map_view, session, upstream
+from ui import actions, classview, controls, cost, explain, live, map_view, session, turns, upstream
 
 
+@turns.in_turn(ahead=True)  # one page's run at a time, clicks before polls: ui/turns.py
 def main() -> None:
     upstream.install()  # before this session's first fragment rerun: see ui/upstream.py
     st.set_page_config(page_title="bnviz: Batch Normalization, live", layout="wide")
-    lost = session.lost_run_notice(st.query_params.get(session.SERVER_PARAM))  # before the URL is rewritten
-    choice = controls.sidebar(session.url_marker())
+    choice = controls.sidebar()
     cost.note(choice, session.pool().max_running)
     st.title("Batch Normalization, live")
     st.caption(choice.preset.summary)
     controls.dropped_link_warning()
     for warning in choice.warnings:
         st.warning(warning)
+    actions.toolbar(choice)  # a click is done here, so what follows shows the state it left
+    lost = session.lost_run_notice(st.query_params.get(session.SERVER_PARAM))  # before keep_url rewrites the URL
     if lost:
         st.warning(lost)
-    actions.toolbar(choice)
+    controls.keep_url(choice, session.url_marker())
     live.show(choice)
     map_view.show(choice)
     classview.show()

@@ -12,7 +12,7 @@ import time
 from test_app import owner, texts, wait_for
 
 from bnviz import budget
-from ui import controls, live, session
+from ui import actions, controls, live, session
 
 AT_THE_LIMITS = dict(depth="20", width="1024", batch_size="2048", steps="200000")  # one run took 847 MB here
 HEAVY_TAB = dict(preset="noisy-bn", compare="1", width="1024", depth="10", batch_size="16", steps="1000")
@@ -88,7 +88,7 @@ def test_the_live_view_draws_only_runs_that_are_ready():
     from bnviz.config import RunConfig
     from bnviz.snapshot import Snapshot
 
-    assert not live.ready(Snapshot(config=RunConfig()))  # starting: no steps, no bin edges
+    assert not actions.ready(Snapshot(config=RunConfig()))  # starting: no steps, no bin edges
 
 
 def test_a_comparison_started_under_cpu_load_never_shows_an_exception(app):

@@ -22,7 +22,7 @@ import streamlit as st
 
 from bnviz.config import field_names
 from bnviz.serve.runs import Entry
-from ui import cost, session
+from ui import cost, session, turns
 from ui import state as keys
 from ui.controls import Choice
 
@@ -46,14 +46,26 @@ def mode(entry: Entry | None) -> str:
     return "paused" if all(run.snapshot().status == "paused" for run in live) else "running"
 
 
+def ready(snapshot) -> bool:
+    """A run can be drawn once it has recorded a step (and so has its bin edges); before that it is starting."""
+    return len(snapshot.column("steps")) > 0 and len(snapshot.pre_edges) > 0
+
+
 def controlled(entry: Entry) -> bool:
     """Every run of this tab is its own (a fork, a Step from nothing): its buttons act in place."""
     return all(run.controller == session.owner() for run in entry.runs)
 
 
 def toolbar(choice: Choice) -> None:
-    """The row of buttons, then notices about settings that differ from the running ones."""
+    """The row of buttons, then notices about settings that differ from the running ones.
+
+    A click is done before the buttons are drawn: its ``on_click`` only names the button (it runs
+    before this script, when the sidebar's settings are not read yet), and this run acts on it and
+    then draws the buttons for the state it left. So a click costs one run of the page, not two
+    (a click read from a button's return value needs ``st.rerun()`` to redraw the buttons; a class
+    pressing Start together paid for that twice)."""
     pool, owner, state = session.pool(), session.owner(), st.session_state
+    _act(state.pop(keys.CLICKED, None), choice)
     entry = pool.get(owner)
     current = mode(entry)
     buttons = st.columns([1.2, 1, 1, 1, 1, 4])
@@ -65,27 +77,39 @@ def toolbar(choice: Choice) -> None:
              "pause": "Freeze your picture; the run goes on for the others (Resume catches up).",
              "step": "Train one step, then pause: on a shared run, a private copy of it from its state now.",
              "reset": "Stop watching and clear the pictures."}
-    clicked = {key: column.button(label, key=key, type=kind, disabled=off, help=helps.get(key), width="stretch")
-               for column, (key, label, kind, off) in zip(buttons, labels)}
+    for column, (key, label, kind, off) in zip(buttons, labels):
+        column.button(label, key=key, type=kind, disabled=off, help=helps.get(key), width="stretch",
+                      on_click=clicked, args=(key,))
     for notice in state.pop(keys.NOTICES, ()):
         st.info(notice)
     for refusal in state.pop(keys.REFUSED, ()):
         st.error(refusal)
-    if clicked["start"] or (clicked["step"] and current == "idle"):
-        start(choice, paused=clicked["step"])
-    elif entry is not None and entry.running:
-        if clicked["pause"]:
-            pause(entry)
-        elif clicked["resume"]:
-            resume(entry)
-        elif clicked["step"]:
-            step(entry)
-    if clicked["reset"]:
-        reset()
-    if any(clicked.values()):
-        st.rerun()  # draw the buttons again for the state the click left behind
     if current in ACTIVE:
         _live_changes(choice, entry)
+
+
+def clicked(key: str) -> None:
+    """A button's ``on_click``: remember which, for ``toolbar`` to do in this run."""
+    st.session_state[keys.CLICKED] = key
+
+
+def _act(key: str | None, choice: Choice) -> None:
+    """Do what the clicked button asks, given the state the page showed when it was clicked."""
+    if key is None:
+        return
+    entry = session.pool().get(session.owner())
+    current = mode(entry)
+    if key == "start" or (key == "step" and current == "idle"):
+        start(choice, paused=key == "step")
+    elif entry is not None and entry.running:
+        if key == "pause":
+            pause(entry)
+        elif key == "resume":
+            resume(entry)
+        elif key == "step":
+            step(entry)
+    if key == "reset":
+        reset()
 
 
 def start(choice: Choice, paused: bool = False) -> Entry | None:
@@ -109,6 +133,8 @@ def start(choice: Choice, paused: bool = False) -> Entry | None:
                          f"{len(configs)} of the comparison run."]
     if entry.running and paused:  # the pool asked for the first step
         _settle(entry.trainers, lambda i, s: s.done or (s.status == "paused" and s.step > 0))
+    elif entry.running:  # a run that starts now shows its first step within a fraction of a second: show it trained
+        _settle(entry.trainers, lambda i, s: s.done or ready(s))
     return entry
 
 
@@ -132,7 +158,7 @@ def step(entry: Entry) -> None:
     """One more step, then paused: in place on this tab's own runs, else on a fork of the shared ones."""
     before = {id(trainer): trainer.snapshot().version for trainer in entry.trainers}
     mine = controlled(entry)
-    entry = session.pool().fork(session.owner(), step=True) or entry
+    entry = _fork(session.owner(), step=True) or entry
     st.session_state.pop(keys.FROZEN, None)
     if not mine:
         _forked(entry)
@@ -154,10 +180,16 @@ def make_private(entry: Entry) -> Entry:
     others keep watching theirs); runs the tab already controls are changed in place."""
     if controlled(entry):
         return entry
-    forked = session.pool().fork(session.owner()) or entry
+    forked = _fork(session.owner()) or entry
     st.session_state.pop(keys.FROZEN, None)
     _forked(forked)
     return forked
+
+
+def _fork(owner: str, **change) -> Entry | None:
+    """``RunPool.fork``, which waits for the shared run's state, while the other pages go on."""
+    with turns.turns().released():
+        return session.pool().fork(owner, **change)
 
 
 def _forked(entry: Entry) -> None:
@@ -182,12 +214,14 @@ def reset() -> None:
 
 
 def _settle(trainers, done) -> None:
-    """Wait briefly until every trainer has published the command's effect, so this rerun shows it."""
+    """Wait briefly until every trainer has published the command's effect, so this rerun shows it (the other
+    pages take their turns meanwhile)."""
     deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline:
-        if all(done(i, t.snapshot()) for i, t in enumerate(trainers)):
-            return
-        time.sleep(SETTLE_POLL)
+    with turns.turns().released():  # the other pages go on meanwhile
+        while time.monotonic() < deadline:
+            if all(done(i, t.snapshot()) for i, t in enumerate(trainers)):
+                return
+            time.sleep(SETTLE_POLL)
 
 
 def _live_changes(choice: Choice, entry: Entry) -> None:
@@ -199,7 +233,7 @@ def _live_changes(choice: Choice, entry: Entry) -> None:
     lr = choice.config.lr
     if entry.running and lr != state.get(keys.LIVE_LR):
         mine = controlled(entry)
-        entry = session.pool().fork(session.owner(), lr=lr) or entry
+        entry = _fork(session.owner(), lr=lr) or entry
         state[keys.LIVE_LR] = lr
         state.pop(keys.FROZEN, None)
         if mine:
@@ -219,6 +253,5 @@ def _live_changes(choice: Choice, entry: Entry) -> None:
         with st.container(border=True):
             st.info("The settings changed (" + "; ".join(changed) + "). This run keeps the settings it "
                     "started with; only the learning rate changes live.")
-            if st.button("Restart with the new settings", key=keys.RESTART, type="primary"):
-                start(choice)
-                st.rerun()
+            st.button("Restart with the new settings", key=keys.RESTART, type="primary", on_click=clicked,
+                      args=("start",))

@@ -14,7 +14,7 @@ import streamlit as st
 
 from bnviz.presets import PRESETS
 from bnviz.serve.describe import closest_preset, describe
-from ui import session
+from ui import session, turns
 from ui import state as keys
 from ui.controls import SETTINGS, Choice, plain
 
@@ -54,6 +54,7 @@ def _row(key: str, snapshot, status: str, watching: int, shared: bool) -> dict:
             "steps": snapshot.config.steps, "accuracy": accuracy, "watching": watching}
 
 
+@turns.in_turn()
 def _table() -> None:
     listed = rows()
     if not listed:

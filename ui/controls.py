@@ -148,9 +148,8 @@ def plain(text: str, limit: int = 200) -> str:
     return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~:$&\"'=%@;,/?^" else ch for ch in text)
 
 
-def sidebar(marker: dict[str, str] | None = None) -> Choice:
-    """Draw the controls; returns the current choice and keeps the URL in step with it
-    (plus ``marker``, parameters that are not settings)."""
+def sidebar() -> Choice:
+    """Draw the controls; returns the current choice (``keep_url`` writes it into the URL)."""
     state = st.session_state
     if keys.CHOICE not in state:
         repeated = {key: st.query_params.get_all(key) for key in st.query_params}
@@ -171,10 +170,15 @@ def sidebar(marker: dict[str, str] | None = None) -> Choice:
     new = Choice(preset, config, bool(state.get(keys.COMPARE, choice.compare)), choice.hidden,
                  choice.warnings if config == choice.config else (), norms)
     state[keys.CHOICE] = new
-    query = write_query(new) | (marker or {})
+    return new
+
+
+def keep_url(choice: Choice, marker: dict[str, str]) -> None:
+    """Keep the URL in step with the choice, plus ``marker`` (parameters that are not settings); written
+    after the toolbar, so a click's run already marks the page whose run it started."""
+    query = write_query(choice) | marker
     if st.query_params.to_dict() != query:
         st.query_params.from_dict(query)
-    return new
 
 
 def dropped_link_warning() -> None:

@@ -25,7 +25,7 @@ from bnviz.serve.settings import REFRESH_SECONDS
 from bnviz.snapshot import Snapshot
 from bnviz.style import NORM_LABELS, run_label
 from bnviz.views import column_budget, run_view
-from ui import actions, charts, explain, pacing, session, shared_figures, status, upstream
+from ui import actions, charts, explain, pacing, session, shared_figures, status, turns, upstream
 from ui import state as keys
 from ui.controls import Choice
 
@@ -57,7 +57,7 @@ def show(choice: Choice) -> None:
 
 def _training(current: str, entry) -> bool:
     """The tab's runs train and each has shown a step."""
-    return current == "running" and all(ready(run.snapshot()) for run in entry.runs)
+    return current == "running" and all(actions.ready(run.snapshot()) for run in entry.runs)
 
 
 def _pace(current: str, entry) -> float | None:
@@ -66,11 +66,7 @@ def _pace(current: str, entry) -> float | None:
     return pacing.pacer().interval() if _training(current, entry) else REFRESH_SECONDS.get(current)
 
 
-def ready(snapshot: Snapshot) -> bool:
-    """A run can be drawn once it has recorded a step (and so has its bin edges); before that it is starting."""
-    return len(snapshot.column("steps")) > 0 and len(snapshot.pre_edges) > 0
-
-
+@turns.in_turn()
 def _server_line() -> None:
     pool = session.pool()
     counts = pool.counts()
@@ -85,6 +81,7 @@ def _server_line() -> None:
                f"run{turns}.{pace}")
 
 
+@turns.in_turn()
 def _live(expected: str, choice: Choice) -> None:
     """One poll: the view redrawn, or the whole page when the runs' state changed (a full rerun picks the
     polling rate and the buttons for it). When the server's pace (``ui.pacing``) moved out of the band
@@ -132,10 +129,10 @@ def _view(current: str, interval: float | None, entry, choice: Choice) -> None:
     if reaped:
         st.warning("This run was stopped because the page stopped checking on it for a while (a tab in the "
                    "background?). Its pictures are kept; press Start to train again.")
-    starting = [s for s in snapshots if not ready(s) and not s.done]
+    starting = [s for s in snapshots if not actions.ready(s) and not s.done]
     for snapshot in starting if len(snapshots) > 1 else ():
         st.info(f"{NORM_LABELS[snapshot.config.norm]}: starting (loading the data and building the network)…")
-    snapshots = tuple(s for s in snapshots if ready(s))  # a comparison draws the runs that are ready
+    snapshots = tuple(s for s in snapshots if actions.ready(s))  # a comparison draws the runs that are ready
     if not snapshots:
         st.info("Loading the data and building the network…")
         return
@@ -298,14 +295,15 @@ def _build(snapshots, upto, kind, published, slow: dict | None) -> dict[str, go.
         "heatmaps": figures.heatmaps(views, kind, uirevision=f"{revision}-heat-{kind}"),
         "loss_accuracy": figures.loss_accuracy(views, published, uirevision=revision),
     }
-    if slow is not None:
-        return {**drawn, **slow}
+    extra = {"landscape": figures_landscape.has_landscape(views), "train_eval": figures_gap.has_gap(views)}
+    if slow is not None and all((name in slow) == shown for name, shown in extra.items()):
+        return {**drawn, **slow}  # (a run that has just recorded its first landscape or gap draws it at once)
     drawn.update(saturation=figures.saturation(views, uirevision=revision),
                  unit_percentiles=figures.unit_percentiles(views, uirevision=revision),
                  grad_norms=figures.grad_norms(views, uirevision=revision))
-    if figures_landscape.has_landscape(views):
+    if extra["landscape"]:
         drawn["landscape"] = figures_landscape.landscape(views, uirevision=revision)
-    if figures_gap.has_gap(views):
+    if extra["train_eval"]:
         drawn.update(train_eval=figures_gap.train_eval(views, uirevision=revision))
     return drawn
 

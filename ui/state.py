@@ -43,6 +43,7 @@ MAP = "map-"  # + a map's name: its chart's selection (the clicked cell)
 MAP_VIEW = "map-view"  # the container of every map (tests tell its charts from the live ones by it)
 
 # The toolbar's buttons
+CLICKED = "clicked"  # the button clicked, named by its on_click for the run it causes (ui.actions)
 START, PAUSE, RESUME, STEP, RESET = "start", "pause", "resume", "step", "reset"
 
 # Per-name families: f"{prefix}{name}"
