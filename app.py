@@ -3,14 +3,14 @@
     streamlit run app.py
 
 The page is a short function; each part lives in ``ui/``: the sidebar and URL
-(``controls``), the buttons (``actions``), the live charts (``live``), the words
+(``controls``), the buttons (``actions``) and the live charts (``live``), the words
 (``explain``), the trainability maps (``map_view``) and the server's shared run pool
 (``session``). The engine is ``bnviz/``.
 """
 
 import streamlit as st
 
-from ui import actions, classview, controls, cost, explain, live, map_view, session, turns, upstream
+from ui import classview, controls, cost, explain, live, map_view, session, turns, upstream
 
 
 @turns.in_turn(ahead=True)  # one page's run at a time, clicks before polls: ui/turns.py
@@ -24,12 +24,8 @@ def main() -> None:
     controls.dropped_link_warning()
     for warning in choice.warnings:
         st.warning(warning)
-    actions.toolbar(choice)  # a click is done here, so what follows shows the state it left
-    lost = session.lost_run_notice(st.query_params.get(session.SERVER_PARAM))  # before keep_url rewrites the URL
-    if lost:
-        st.warning(lost)
+    live.show(choice)  # the buttons and the charts: a click reruns them alone
     controls.keep_url(choice, session.url_marker())
-    live.show(choice)
     map_view.show(choice)
     classview.show()
     st.markdown(explain.WHY_BN)

@@ -15,11 +15,13 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from testsupport import classroom_report, frames, serverctl, streamclient
 
 
-def rerun(fragment: str = "") -> BackMsg:
+def rerun(fragment: str = "", timer: bool = True) -> BackMsg:
+    """A rerun request: of the page, or of a fragment on its timer (or, ``timer=False``, a click in it)."""
     message = BackMsg()
     message.rerun_script.query_string = ""
     if fragment:
         message.rerun_script.fragment_id = fragment
+        message.rerun_script.is_auto_rerun = timer
     return message
 
 
@@ -36,17 +38,20 @@ def test_refresh_timer_pairs_a_fragment_request_with_its_finish():
     timer.received(finished(ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY), 10.5)
     timer.sent(rerun(), 11.0)  # a full rerun is not a live refresh
     timer.received(finished(ForwardMsg.FINISHED_SUCCESSFULLY), 11.4)
+    timer.sent(rerun("abc", timer=False), 11.5)  # nor a click on a button drawn in the fragment
+    timer.received(finished(ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY), 11.6)
     timer.sent(rerun("abc"), 12.0)
     timer.received(finished(ForwardMsg.FINISHED_SUCCESSFULLY), 12.1)  # ended as a full run: untimed
     timer.received(finished(ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY), 12.3)  # nothing pending
     assert timer.times == [(10.5, pytest.approx(0.5))]
-    assert timer.finished == [10.5, 12.3]
+    assert timer.finished == [10.5, 11.6, 12.3]
     assert timer.between(9.0, 10.1) == [pytest.approx(0.5)] and timer.between(10.1, 20.0) == []
 
 
 def test_frames_decode_what_they_can_and_nothing_else():
     assert frames.is_fragment_rerun(frames.back_message(rerun("x").SerializeToString()))
     assert not frames.is_fragment_rerun(frames.back_message(rerun().SerializeToString()))
+    assert not frames.is_fragment_rerun(frames.back_message(rerun("x", timer=False).SerializeToString()))
     assert frames.fragment_finished(frames.forward_message(
         finished(ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY).SerializeToString()))
     assert frames.back_message(b"\xff\xff\xff") is None and frames.forward_message(b"\xff\xff\xff") is None

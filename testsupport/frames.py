@@ -37,7 +37,9 @@ def forward_message(data: bytes) -> ForwardMsg | None:
 
 
 def is_fragment_rerun(message: BackMsg | None) -> bool:
-    return message is not None and message.WhichOneof("type") == "rerun_script" and bool(message.rerun_script.fragment_id)
+    """A fragment's rerun on its timer (not a click on a button drawn in a fragment, which also names it)."""
+    return (message is not None and message.WhichOneof("type") == "rerun_script"
+            and bool(message.rerun_script.fragment_id) and message.rerun_script.is_auto_rerun)
 
 
 def fragment_finished(message: ForwardMsg | None) -> bool:

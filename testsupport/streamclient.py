@@ -31,7 +31,7 @@ class StreamClient:
     def __init__(self, url: str, query: str):
         self.url = url.replace("http://", "ws://") + "/_stcore/stream"
         self.query = query
-        self.buttons: dict[str, str] = {}  # key -> widget id
+        self.buttons: dict[str, tuple[str, str]] = {}  # key -> (widget id, the fragment it is drawn in or "")
         self.state = "loading"
         self.log: list[tuple[float, str]] = [(time.time(), "loading")]  # (wall clock, state) at each change
         self.ended_log: list[tuple[float, str]] = list(self.log)  # the same, as of each run's end
@@ -44,6 +44,7 @@ class StreamClient:
         self._fragments: dict[str, float] = {}  # fragment id -> interval, as the last full run asked
         self._asked: dict[str, float] = {}  # auto_rerun messages of the run under way
         self._pending = False  # a fragment rerun is in flight: the page sends one at a time
+        self._in_fragment = False  # the run asked last is a fragment's (a poll, or a click in a fragment)
         self._socket = None
         self._closed = asyncio.Event()
 
@@ -66,11 +67,12 @@ class StreamClient:
                 self.problems.append(f"connection: {type(error).__name__}: {error}")
 
     async def press(self, key: str) -> bool:
-        """Click the keyed button (a full rerun with its trigger set); False if the page has none."""
-        widget = self.buttons.get(key)
-        if widget is None:
+        """Click the keyed button (a rerun with its trigger set: of its fragment, if it is drawn in one, as
+        the page asks); False if the page has none."""
+        if key not in self.buttons:
             return False
-        await self._rerun(trigger=widget)
+        widget, fragment = self.buttons[key]
+        await self._rerun(trigger=widget, clicked_in=fragment)
         return True
 
     async def close(self) -> None:
@@ -78,7 +80,7 @@ class StreamClient:
         if self._socket is not None:
             await self._socket.close()
 
-    async def _rerun(self, trigger: str | None = None, fragment: str | None = None) -> None:
+    async def _rerun(self, trigger: str | None = None, fragment: str | None = None, clicked_in: str = "") -> None:
         message = BackMsg()
         state = message.rerun_script
         state.query_string = self.query
@@ -86,6 +88,8 @@ class StreamClient:
         if trigger is not None:
             widget = state.widget_states.widgets.add()
             widget.id, widget.trigger_value = trigger, True
+            state.fragment_id = clicked_in
+        self._in_fragment = bool(fragment or clicked_in)
         if fragment is not None:
             state.fragment_id, state.is_auto_rerun = fragment, True
             self._pending = True
@@ -119,19 +123,19 @@ class StreamClient:
             self._run_state = None
         elif kind == "auto_rerun":  # the page's timer for that fragment, from now (a full run's replace them all)
             self._asked[message.auto_rerun.fragment_id] = message.auto_rerun.interval
-            if message.auto_rerun.fragment_id in self._fragments:
+            if self._in_fragment or message.auto_rerun.fragment_id in self._fragments:
                 self._fragments[message.auto_rerun.fragment_id] = message.auto_rerun.interval
         elif kind == "delta" and message.delta.WhichOneof("type") == "new_element":
-            self._element(message.delta.new_element)
+            self._element(message.delta.new_element, message.delta.fragment_id)
         elif kind == "script_finished":
             self.refresh.received(message, time.time())
             self._finished(message.script_finished)
 
-    def _element(self, element) -> None:
+    def _element(self, element, fragment: str) -> None:
         kind = element.WhichOneof("type")
         if kind == "button":
             key = element.button.id.rsplit("-", 1)[-1]  # "$$ID-<hash>-<key>"
-            self.buttons[key] = element.button.id
+            self.buttons[key] = (element.button.id, fragment)
         elif kind == "html":
             state = read_state(element.html.body)
             if state is not None:

@@ -56,16 +56,18 @@ def controlled(entry: Entry) -> bool:
     return all(run.controller == session.owner() for run in entry.runs)
 
 
-def toolbar(choice: Choice) -> None:
-    """The row of buttons, then notices about settings that differ from the running ones.
+def toolbar(choice: Choice) -> tuple[Entry | None, bool]:
+    """The row of buttons, then notices about settings that differ from the running ones; returns this
+    tab's runs and whether a button was clicked.
 
     A click is done before the buttons are drawn: its ``on_click`` only names the button (it runs
-    before this script, when the sidebar's settings are not read yet), and this run acts on it and
-    then draws the buttons for the state it left. So a click costs one run of the page, not two
-    (a click read from a button's return value needs ``st.rerun()`` to redraw the buttons; a class
-    pressing Start together paid for that twice)."""
+    before this script, when the settings are not read yet), and this run acts on it and then draws
+    the buttons for the state it left. So a click costs one run, not two (a click read from a button's
+    return value needs ``st.rerun()`` to redraw the buttons; a class pressing Start together paid for
+    that twice)."""
     pool, owner, state = session.pool(), session.owner(), st.session_state
-    _act(state.pop(keys.CLICKED, None), choice)
+    click = state.pop(keys.CLICKED, None)
+    _act(click, choice)
     entry = pool.get(owner)
     current = mode(entry)
     buttons = st.columns([1.2, 1, 1, 1, 1, 4])
@@ -86,6 +88,7 @@ def toolbar(choice: Choice) -> None:
         st.error(refusal)
     if current in ACTIVE:
         _live_changes(choice, entry)
+    return pool.get(owner), click is not None
 
 
 def clicked(key: str) -> None:

@@ -1,11 +1,11 @@
-"""The live view: a fragment that polls this session's runs and draws them.
+"""The live view: a fragment that draws the buttons and this session's runs, and polls them.
 
-How often it polls depends on what the runs are doing, chosen on each full rerun:
-2.5 times a second while training (slower while more pages train than the server can serve
-that often: ``ui.pacing``), every 2 s while paused (a heartbeat, so the pool keeps the
-run), never once every run is done (the pictures stay; nothing changes). When the runs
-change state under it (a run finishes) the fragment asks for a full rerun to switch; when
-the server's pace moves it changes its own interval.
+How often it polls depends on what the runs are doing: 2.5 times a second while training
+(slower while more pages train than the server can serve that often: ``ui.pacing``), every
+2 s while paused (a heartbeat, so the pool keeps the run), never once every run is done (the
+pictures stay; nothing changes). A click on a button reruns this fragment only; when the runs
+change state (a click, a run admitted from the queue, the server's pace) the fragment changes
+its own interval, and when its polls stop it asks for a full rerun, which drops its timer.
 Figures are rebuilt only when a snapshot's version, the scrub step or the heatmap kind
 changed; otherwise the same figures are sent again and Streamlit sends only a reference
 (and the browser keeps the chart: Streamlit 1.67 remounts a chart only when its figure changes).
@@ -25,7 +25,7 @@ from bnviz.serve.settings import REFRESH_SECONDS
 from bnviz.snapshot import Snapshot
 from bnviz.style import NORM_LABELS, run_label
 from bnviz.views import column_budget, run_view
-from ui import actions, charts, explain, pacing, session, shared_figures, status, turns, upstream
+from ui import actions, charts, controls, explain, pacing, session, shared_figures, status, turns, upstream
 from ui import state as keys
 from ui.controls import Choice
 
@@ -41,18 +41,16 @@ SERVER_LINE_SECONDS = 15.0  # the sidebar's line on the server's slots: current 
 
 
 def show(choice: Choice) -> None:
-    """Draw the live view, polling at the rate the runs' state calls for, and the sidebar's line on the
-    server's slots every ``SERVER_LINE_SECONDS``. Each fragment draws in its own body only, none into a
-    container made outside it, which Streamlit redirects through wrapper blocks of its own. (The page that
-    went white now and then in CI had another cause: ``ui/upstream.py``.)"""
+    """Draw the buttons and the live view, polling at the rate the runs' state calls for, and the sidebar's
+    line on the server's slots every ``SERVER_LINE_SECONDS``. Each fragment draws in its own body only, none
+    into a container made outside it, which Streamlit redirects through wrapper blocks of its own. (The page
+    that went white now and then in CI had another cause: ``ui/upstream.py``.)"""
     entry = session.pool().get(session.owner())
     current = actions.mode(entry)
     with st.sidebar:
         st.fragment(_server_line, run_every=SERVER_LINE_SECONDS)()
-    if _training(current, entry):
-        pacing.pacer().training(session.owner())
-    interval = st.session_state[keys.PACE] = _pace(current, entry)
-    st.fragment(_live, run_every=interval)(current, choice)
+    st.session_state[keys.PACE] = interval = _pace(current, entry)
+    st.fragment(_live, run_every=interval)(choice)
 
 
 def _training(current: str, entry) -> bool:
@@ -70,29 +68,40 @@ def _pace(current: str, entry) -> float | None:
 def _server_line() -> None:
     pool = session.pool()
     counts = pool.counts()
-    turns = (f"; while runs wait, a run watched by one tab trains {pool.turn_seconds / 60:g} minutes at a time"
-             if pool.turn_seconds > 0 else "")
+    taking_turns = (f"; while runs wait, a run watched by one tab trains {pool.turn_seconds / 60:g} minutes at a "
+                    "time" if pool.turn_seconds > 0 else "")
     pacer = pacing.pacer()
     interval, pages = pacer.interval(), pacer.pages()
     pace = (f" {pages} pages are training here, so each refreshes every {interval:g} s (faster would slow "
             "every page)." if interval > pacing.FASTEST else "")
     st.caption(f"This server: {counts['alive_trainers']} of {pool.max_running} trainer slots busy, "
                f"{counts['queued_runs']} runs waiting. Everyone who starts the same settings watches one "
-               f"run{turns}.{pace}")
+               f"run{taking_turns}.{pace}")
 
 
-@turns.in_turn()
-def _live(expected: str, choice: Choice) -> None:
-    """One poll: the view redrawn, or the whole page when the runs' state changed (a full rerun picks the
-    polling rate and the buttons for it). When the server's pace (``ui.pacing``) moved out of the band
-    around this page's, the page takes the new one from its next poll, without a full rerun."""
+@turns.in_turn(ahead=lambda: keys.CLICKED in st.session_state)  # a click goes before the polls
+def _live(choice: Choice) -> None:
+    """One poll or one click: the buttons (a click is done first, ``ui.actions``), then the view.
+
+    The buttons live in this fragment so that a click reruns it alone, not the whole page (the sidebar's
+    widgets were most of a Start's cost on the server, and a class presses Start together). When the runs'
+    state calls for another polling rate (started, queued, paused, or the server's pace moved out of the band
+    around this page's, ``ui.pacing``), the page takes it from this run on, without a full rerun; when the
+    polls stop (done, reset), the whole page reruns once, which drops its timer."""
     owner, state = session.owner(), st.session_state
-    entry = session.pool().get(owner)  # the heartbeat
+    entry, clicked = actions.toolbar(choice)  # the heartbeat too
     current = actions.mode(entry)
-    if current != expected:
-        st.rerun()
+    if clicked:
+        controls.keep_url(choice, session.url_marker())
+    lost = session.lost_run_notice(st.query_params.get(session.SERVER_PARAM))
+    if lost:
+        st.warning(lost)
+    if _training(current, entry):
+        pacing.pacer().training(owner)
     wanted = _pace(current, entry)
-    if wanted is not None and not pacing.close_enough(state.get(keys.PACE), wanted):
+    if wanted is None and state.get(keys.PACE) is not None:
+        st.rerun()
+    if not pacing.close_enough(state.get(keys.PACE), wanted):
         upstream.set_run_every(wanted)
         state[keys.PACE] = wanted
     _view(current, state[keys.PACE], entry, choice)

@@ -17,8 +17,8 @@ the training polls in it: everything the server did for them (the reruns, the se
 its other work besides, so the estimate errs on the busy side. (With runs in threads,
 ``BNVIZ_RUNS_IN=thread``, the training shares the process and its CPU counts too: the pages
 then poll less often, leaving the core to the training they watch.) A page counts as training
-from the full run that shows its run training, so a class that presses Start together is paced
-from its first polls, not after them.
+from the run of its live view that shows its run training (its Start), so a class that presses
+Start together is paced from its first polls, not after them.
 
 A page takes a new interval from inside its poll (``ui.upstream.set_run_every``, no full rerun)
 only when the interval it should have left a band around the one it has (``close_enough``): a

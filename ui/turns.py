@@ -94,13 +94,14 @@ def turns() -> Turns:
     return Turns()
 
 
-def in_turn(ahead: bool = False):
-    """Decorate a page function to run in its turn: the page's main ``ahead`` of the fragments' polls."""
+def in_turn(ahead=False):
+    """Decorate a page function to run in its turn: ``ahead`` of the polls (a bool, or a function that says
+    whether this run answers a click)."""
 
     def decorate(function):
         @functools.wraps(function)
         def run(*args, **kwargs):
-            with turns().turn(ahead):
+            with turns().turn(ahead() if callable(ahead) else ahead):
                 return function(*args, **kwargs)
 
         return run
