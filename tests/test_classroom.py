@@ -247,7 +247,8 @@ def test_five_sessions_two_train_the_rest_queue_and_closed_tabs_are_reaped(serve
 def test_twelve_protocol_sessions_are_all_served_in_turn(server, baseline):
     """The load script's --clients stream path in miniature: sessions that speak Streamlit's websocket
     protocol (no browser) press Start at once, two on each of six settings; the two of a setting watch
-    one run, two runs train at a time and the queue, counted in runs, drains to the last."""
+    one run, two runs train at a time and the queue, counted in runs, drains to the last. A Start reruns
+    the buttons and the live view, not the page."""
     async def class_of(count: int) -> list[StreamClient]:
         clients = [StreamClient(server.url, f"steps=2000&seed={i // 2}") for i in range(count)]
         tasks = [asyncio.create_task(client.run()) for client in clients]
@@ -269,6 +270,8 @@ def test_twelve_protocol_sessions_are_all_served_in_turn(server, baseline):
     for client in clients:
         assert client.state == "finished 2000 2000" and not client.problems and not client.exceptions, client.log
         assert client.refresh.times, "the live view's fragment never refreshed"
+        assert client.full_runs == 1, client.full_runs  # loaded; Start, the queue's turn and the run's end
+        #                                                 each reran the buttons and the live view alone
     queued = [client for client in clients if any(state.startswith("queued") for _, state in client.log)]
     assert len(queued) >= len(clients) - 2 * MAX_RUNNING  # two sessions to a run
     ahead = [int(state.split()[1]) for c in queued for _, state in c.log if state.startswith("queued")]

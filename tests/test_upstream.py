@@ -95,6 +95,12 @@ def test_a_fragment_sets_its_own_interval_from_inside_its_run(tmp_path, monkeypa
     assert not at.exception and at.markdown[0].value == "polled"
     timers = [(m.auto_rerun.fragment_id, m.auto_rerun.interval) for m in sent if m.WhichOneof("type") == "auto_rerun"]
     assert [interval for _, interval in timers] == pytest.approx([0.4, 2.5]) and timers[0][0] == timers[1][0] != ""
+    page.write_text("import streamlit as st\nfrom ui import upstream\n\n"
+                    "@st.fragment(run_every=0.4)\ndef poll():\n    upstream.set_run_every(None)\n\npoll()\n")
+    sent.clear()
+    AppTest.from_file(str(page)).run()
+    stops = [list(m.stop_auto_rerun.fragment_ids) for m in sent if m.WhichOneof("type") == "stop_auto_rerun"]
+    assert stops == [[timers[0][0]]]  # None: the same fragment's timer stops
 
 
 def test_set_run_every_outside_a_fragment_says_so(tmp_path):

@@ -40,6 +40,7 @@ class StreamClient:
         self.problems: list[str] = []
         self.exceptions = 0  # st.exception elements the server sent
         self.loaded: float | None = None  # wall clock of the first finished run
+        self.full_runs = 0  # runs of the whole page that finished (the others: a fragment's)
         self._page_hash = ""
         self._fragments: dict[str, float] = {}  # fragment id -> interval, as the last full run asked
         self._asked: dict[str, float] = {}  # auto_rerun messages of the run under way
@@ -125,6 +126,10 @@ class StreamClient:
             self._asked[message.auto_rerun.fragment_id] = message.auto_rerun.interval
             if self._in_fragment or message.auto_rerun.fragment_id in self._fragments:
                 self._fragments[message.auto_rerun.fragment_id] = message.auto_rerun.interval
+        elif kind == "stop_auto_rerun":  # those fragments' timers end
+            for fragment in message.stop_auto_rerun.fragment_ids:
+                self._asked.pop(fragment, None)
+                self._fragments.pop(fragment, None)
         elif kind == "delta" and message.delta.WhichOneof("type") == "new_element":
             self._element(message.delta.new_element, message.delta.fragment_id)
         elif kind == "script_finished":
@@ -147,6 +152,7 @@ class StreamClient:
     def _finished(self, ended) -> None:
         if ended == ForwardMsg.FINISHED_SUCCESSFULLY:  # a full run: its timers replace the page's
             self._fragments = dict(self._asked)
+            self.full_runs += 1
         self._asked = {}
         self._pending = False
         if self.loaded is None and ended == ForwardMsg.FINISHED_SUCCESSFULLY:

@@ -56,6 +56,8 @@ def _row(key: str, snapshot, status: str, watching: int, shared: bool) -> dict:
 
 @turns.in_turn()
 def _table() -> None:
+    if st.session_state.pop(keys.OPENED, False):
+        st.rerun()  # the whole page: an Open's click reruns this fragment only, and the page shows the run
     listed = rows()
     if not listed:
         st.caption("No runs on this server yet.")
@@ -75,6 +77,7 @@ def _table() -> None:
 def _open(key: str) -> None:
     """Watch this run, with the sidebar showing its settings (an on_click: before the page reruns)."""
     state = st.session_state
+    state[keys.OPENED] = True
     entry = session.pool().open(session.owner(), [key])
     if entry is None:
         state[keys.NOTICES] = ["That run has ended and is no longer kept on this server."]

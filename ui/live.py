@@ -4,8 +4,8 @@ How often it polls depends on what the runs are doing: 2.5 times a second while 
 (slower while more pages train than the server can serve that often: ``ui.pacing``), every
 2 s while paused (a heartbeat, so the pool keeps the run), never once every run is done (the
 pictures stay; nothing changes). A click on a button reruns this fragment only; when the runs
-change state (a click, a run admitted from the queue, the server's pace) the fragment changes
-its own interval, and when its polls stop it asks for a full rerun, which drops its timer.
+change state (a click, a run admitted from the queue or finished, the server's pace) the
+fragment changes its own interval, or stops its polls.
 Figures are rebuilt only when a snapshot's version, the scrub step or the heatmap kind
 changed; otherwise the same figures are sent again and Streamlit sends only a reference
 (and the browser keeps the chart: Streamlit 1.67 remounts a chart only when its figure changes).
@@ -86,8 +86,8 @@ def _live(choice: Choice) -> None:
     The buttons live in this fragment so that a click reruns it alone, not the whole page (the sidebar's
     widgets were most of a Start's cost on the server, and a class presses Start together). When the runs'
     state calls for another polling rate (started, queued, paused, or the server's pace moved out of the band
-    around this page's, ``ui.pacing``), the page takes it from this run on, without a full rerun; when the
-    polls stop (done, reset), the whole page reruns once, which drops its timer."""
+    around this page's, ``ui.pacing``; or none: done, reset), the page takes it from this run on, without a
+    full rerun."""
     owner, state = session.owner(), st.session_state
     entry, clicked = actions.toolbar(choice)  # the heartbeat too
     current = actions.mode(entry)
@@ -99,10 +99,8 @@ def _live(choice: Choice) -> None:
     if _training(current, entry):
         pacing.pacer().training(owner)
     wanted = _pace(current, entry)
-    if wanted is None and state.get(keys.PACE) is not None:
-        st.rerun()
     if not pacing.close_enough(state.get(keys.PACE), wanted):
-        upstream.set_run_every(wanted)
+        upstream.set_run_every(wanted)  # None: the polls stop
         state[keys.PACE] = wanted
     _view(current, state[keys.PACE], entry, choice)
     if current == "running":
@@ -273,7 +271,8 @@ def _scrub(snapshots) -> int | None:
 
 def _scrubbed() -> None:
     state = st.session_state
-    state[keys.SCRUB_FOLLOW] = state[keys.SCRUB] >= state.get(keys.SCRUB_TOP, 0)
+    if keys.SCRUB in state:  # (not a value the browser still sends for a slider a restart took away)
+        state[keys.SCRUB_FOLLOW] = state[keys.SCRUB] >= state.get(keys.SCRUB_TOP, 0)
 
 
 def _figures(snapshots, upto, kind, choice: Choice, training: bool) -> dict[str, go.Figure]:

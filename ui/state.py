@@ -36,6 +36,7 @@ RESTART = "restart"  # the "Restart with the new settings" button
 REESTIMATE = "reestimate"  # the "Re-estimate BN's running statistics" button
 CLASS_VIEW = "class-view"  # the toggle that shows this server's runs (ui.classview)
 OPEN = "open-"  # prefix of each listed run's Open button, followed by the run's key
+OPENED = "opened"  # an Open was clicked: the class view's fragment reruns the whole page
 RUN_STATUS = "run-status"  # the keyed container of the machine-readable run status (ui.status)
 
 # The trainability map view (ui.map_view)

@@ -23,7 +23,8 @@ and Streamlit has no call to change it from the fragment's own run: only a full 
 and thirty pages rerunning whole at once, as a class's pace moves, is the load the pace is
 there to avoid. The browser keys each fragment's timer by the fragment's id and replaces it
 when an ``auto_rerun`` message brings another interval (what a nested fragment's definition
-sends on each run); ``set_run_every`` sends that message for the fragment running now.
+sends on each run); ``set_run_every`` sends that message for the fragment running now, or the
+``stop_auto_rerun`` that Streamlit sends for a polling fragment that is gone.
 
 ``st.plotly_chart`` encodes its figure to JSON at every call (``plotly.io.to_json``), also a figure
 it sent before: then it sends only a reference, but after encoding it. A page draws ten to twelve
@@ -94,12 +95,16 @@ def _clear(self: ForwardMsgQueue, retain_lifecycle_msgs: bool = False,
     self._queue = [msg for msg in self._queue if id(msg) not in orphans]
 
 
-def set_run_every(seconds: float) -> None:
-    """From inside a fragment's run: rerun this fragment every ``seconds`` from now on (this page only)."""
+def set_run_every(seconds: float | None) -> None:
+    """From inside a fragment's run: rerun this fragment every ``seconds`` from now on, or (None) no more
+    (this page only)."""
     ctx, fragment_id = get_script_run_ctx(), ThreadState.get().fragment_id
     if ctx is None or fragment_id is None:
         raise RuntimeError("set_run_every is called from inside a fragment's run")
     message = ForwardMsg()
-    message.auto_rerun.interval = seconds
-    message.auto_rerun.fragment_id = fragment_id
+    if seconds is None:
+        message.stop_auto_rerun.fragment_ids.append(fragment_id)
+    else:
+        message.auto_rerun.interval = seconds
+        message.auto_rerun.fragment_id = fragment_id
     ctx.enqueue(message)
