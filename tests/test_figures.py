@@ -141,6 +141,20 @@ def test_comparison_refuses_different_bin_edges():
         figures.heatmaps(views)
 
 
+def test_a_run_read_from_its_file_compares_with_one_that_trains():
+    """A finished run from the run cache's file has its bin edges rounded (runfile.SIGNIFICANT_DIGITS); the other
+    run of its pair, training again, has them exact: the same bins."""
+    from bnviz import runfile
+
+    live = fake_snapshot()
+    rounded = np.array(runfile._floats(live.pre_edges), dtype=np.float64)
+    assert not np.array_equal(rounded, live.pre_edges)  # the file's rounding shows
+    read = fake_snapshot(norm="batchnorm")
+    object.__setattr__(read, "pre_edges", rounded)
+    figure = figures.heatmaps([run_view(live), run_view(read)])
+    assert len(figure.data) == 2 * len(live.layer_names)
+
+
 @pytest.mark.parametrize("activation, kind, expected", [
     ("sigmoid", "pre", (-math.log(19), math.log(19))),
     ("sigmoid", "post", (0.05, 0.95)),
