@@ -25,27 +25,50 @@ def rerun(fragment: str = "", timer: bool = True) -> BackMsg:
     return message
 
 
-def finished(status) -> ForwardMsg:
+def finished(status, *fragments) -> ForwardMsg:
     message = ForwardMsg()
     message.script_finished = status
+    message.metadata.run.fragment_ids.extend(fragments)
     return message
 
 
-def test_refresh_timer_pairs_a_fragment_request_with_its_finish():
+def started(*fragments) -> ForwardMsg:
+    """A run's new_session: of the page, or of ``fragments``."""
+    message = ForwardMsg()
+    message.new_session.page_script_hash = "page"
+    message.metadata.run.fragment_ids.extend(fragments)
+    return message
+
+
+def test_refresh_timer_pairs_each_fragment_request_with_the_run_that_answered_it():
+    fragment_done = ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY
     timer = frames.RefreshTimer()
     timer.sent(rerun("abc"), 10.0)
-    timer.sent(rerun("abc"), 10.2)  # asked again while pending: the same refresh
-    timer.received(finished(ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY), 10.5)
-    timer.sent(rerun(), 11.0)  # a full rerun is not a live refresh
-    timer.received(finished(ForwardMsg.FINISHED_SUCCESSFULLY), 11.4)
-    timer.sent(rerun("abc", timer=False), 11.5)  # nor a click on a button drawn in the fragment
-    timer.received(finished(ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY), 11.6)
-    timer.sent(rerun("abc"), 12.0)
-    timer.received(finished(ForwardMsg.FINISHED_SUCCESSFULLY), 12.1)  # ended as a full run: untimed
-    timer.received(finished(ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY), 12.3)  # nothing pending
-    assert timer.times == [(10.5, pytest.approx(0.5))]
-    assert timer.finished == [10.5, 11.6, 12.3]
-    assert timer.between(9.0, 10.1) == [pytest.approx(0.5)] and timer.between(10.1, 20.0) == []
+    timer.received(started("abc"), 10.1)
+    timer.sent(rerun("abc"), 10.2)  # asked again while a run is under way: the next run answers it
+    timer.sent(rerun("line"), 10.3)  # another fragment's timer
+    timer.received(finished(fragment_done, "abc"), 10.5)
+    timer.sent(rerun("abc"), 10.6)  # waits with the one from 10.2: one run answers both
+    timer.received(started("abc"), 10.7)
+    timer.received(finished(fragment_done, "abc"), 11.0)
+    timer.received(started("line"), 11.1)
+    timer.received(finished(fragment_done, "line"), 11.3)
+    assert timer.times == [(10.5, pytest.approx(0.5)), (11.0, pytest.approx(0.8)), (11.0, pytest.approx(0.4)),
+                           (11.3, pytest.approx(1.0))]
+    timer.sent(rerun(), 12.0)  # a full rerun is not a live refresh
+    timer.received(started(), 12.1)
+    timer.received(finished(ForwardMsg.FINISHED_SUCCESSFULLY), 12.4)
+    timer.sent(rerun("abc", timer=False), 12.5)  # nor a click on a button drawn in the fragment
+    timer.received(started("abc"), 12.5)
+    timer.received(finished(fragment_done, "abc"), 12.6)
+    timer.sent(rerun("abc"), 13.0)
+    timer.received(started(), 13.1)  # a full run takes the waiting request with it: untimed
+    timer.received(finished(ForwardMsg.FINISHED_SUCCESSFULLY), 13.2)
+    timer.received(started("abc"), 13.3)
+    timer.received(finished(fragment_done, "abc"), 13.4)  # nothing was waiting
+    assert len(timer.times) == 4
+    assert timer.finished == [10.5, 11.0, 11.3, 12.6, 13.4]
+    assert timer.between(9.0, 10.1) == [pytest.approx(0.5)] and timer.between(12.0, 20.0) == []
 
 
 def test_frames_decode_what_they_can_and_nothing_else():

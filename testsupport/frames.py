@@ -48,31 +48,37 @@ def fragment_finished(message: ForwardMsg | None) -> bool:
 
 
 class RefreshTimer:
-    """Pairs each fragment rerun request with the next fragment run that finished.
+    """Pairs each fragment rerun request with the fragment run that answered it.
 
-    One request is timed at a time (the page has one in flight); a request sent while one is
-    pending is the same refresh asked again. A run that ended otherwise (a full rerun asked
-    for, an error) drops the pending request untimed. Times are in whatever clock the caller
-    gives, as long as it gives one clock.
+    The page sends a fragment's rerun on its timer whether or not one is under way; the server
+    runs it after the run under way, and folds the requests that wait into one run. So a request
+    is answered by the first run of its fragment that started after it was sent (the run's
+    ``new_session``, which names the fragments it runs), and timed to that run's
+    ``script_finished``. A run that ended otherwise (a full rerun, which takes the waiting
+    requests with it; an error) drops its requests untimed. Times are in whatever clock the
+    caller gives, as long as it gives one clock.
     """
 
     def __init__(self):
-        self._pending: float | None = None
+        self._asked: dict[str, list[float]] = {}  # fragment -> requests sent and not yet taken by a run
+        self._answering: list[float] = []  # the requests the run under way answers
         self.times: list[tuple[float, float]] = []  # (when it finished, seconds from request to finish)
         self.finished: list[float] = []  # when each fragment run finished, asked for or not
 
     def sent(self, message: BackMsg | None, at: float) -> None:
-        if is_fragment_rerun(message) and self._pending is None:
-            self._pending = at
+        if is_fragment_rerun(message):
+            self._asked.setdefault(message.rerun_script.fragment_id, []).append(at)
 
     def received(self, message: ForwardMsg | None, at: float) -> None:
-        if message is None or message.WhichOneof("type") != "script_finished":
-            return
-        if fragment_finished(message):
-            self.finished.append(at)
-            if self._pending is not None:
-                self.times.append((at, at - self._pending))
-        self._pending = None
+        kind = message.WhichOneof("type") if message is not None else None
+        if kind == "new_session":
+            fragments = message.metadata.run.fragment_ids or list(self._asked)  # a full run takes them all
+            self._answering = sorted(at for fragment in fragments for at in self._asked.pop(fragment, ()))
+        elif kind == "script_finished":
+            if fragment_finished(message):
+                self.finished.append(at)
+                self.times.extend((at, at - asked) for asked in self._answering)
+            self._answering = []
 
     def between(self, start: float, end: float) -> list[float]:
         """Seconds of the refreshes requested in [start, end)."""
