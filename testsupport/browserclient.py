@@ -73,9 +73,9 @@ RECORDER_JS = f"""(() => {{
 class FragmentTimer:
     """Server time per live refresh, from one page's websocket frames (Chrome DevTools protocol),
     timed by ``frames.RefreshTimer`` on the browser's own event clock. Large frames (the charts)
-    are skipped undecoded: the end-of-run message is a few bytes."""
+    are skipped undecoded: a run's first and last messages (``new_session``, ``script_finished``) are small."""
 
-    SMALL = 1000  # base64 characters: script_finished is ~10 bytes, a chart is kilobytes
+    SMALL = 1000  # base64 characters: new_session is ~400 bytes, script_finished ~80, a chart is kilobytes
 
     def __init__(self, page):
         self.timer = frames.RefreshTimer()
