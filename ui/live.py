@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -39,8 +38,6 @@ TRAINING_CONFIG = {"staticPlot": True}  # a chart redrawn 2.5 times a second can
 KINDS = {"pre": "input to the activation", "post": "output of the activation"}
 SERVER_LINE_SECONDS = 15.0  # the sidebar's line on the server's slots: current enough, and thirty pages polling it
 #                             every 5 s took a third of the server's polls (ui/pacing.py counts what is left)
-SERVER_LINE_SPREAD = 0.2  # each page's line polls within this fraction of SERVER_LINE_SECONDS, its own interval:
-#                           a class that opened the link together would otherwise poll it together, a burst
 
 
 def show(choice: Choice) -> None:
@@ -51,16 +48,9 @@ def show(choice: Choice) -> None:
     entry = session.pool().get(session.owner())
     current = actions.mode(entry)
     with st.sidebar:
-        st.fragment(_server_line, run_every=_server_line_seconds(session.owner()))()
+        st.fragment(_server_line, run_every=SERVER_LINE_SECONDS)()
     st.session_state[keys.PACE] = interval = _pace(current, entry)
     st.fragment(_live, run_every=interval)(choice)
-
-
-def _server_line_seconds(owner: str) -> float:
-    """This page's interval for the server's line: ``SERVER_LINE_SECONDS``, spread by the page's id, so that
-    pages opened together drift apart after their first polls."""
-    share = zlib.crc32(owner.encode()) / 0xFFFFFFFF
-    return round(SERVER_LINE_SECONDS * (1 + SERVER_LINE_SPREAD * (2 * share - 1)), 1)
 
 
 def _training(current: str, entry) -> bool:

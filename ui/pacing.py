@@ -1,23 +1,24 @@
 """How often a training page polls: as often as the server can serve every page that trains.
 
-Each poll of a training page reruns its live view on the server, and the pages' runs take
-turns (``ui.turns``: one interpreter runs them all). Thirty pages polling 2.5 times a second ask
-more than the line of turns can serve: every poll then waits behind the others, and each page
-refreshes only as fast as the line moves anyway. So the interval grows with the number of
-pages training:
+Each poll of a training page reruns its live view on the server, and one interpreter runs
+every session's reruns (Python's lock) and sends their messages (Streamlit's event loop:
+compression, the websocket). Thirty pages polling 2.5 times a second ask more than it can do:
+every poll then waits in line behind the others, a press of Start waits in the same line, and
+each page refreshes only as fast as the line moves anyway. So the interval grows with the
+number of pages training:
 
-    pages training x turn seconds per poll / SHARE   seconds (at least FASTEST, at most LONGEST),
+    pages training x server CPU per poll / SHARE   seconds (at least FASTEST, at most LONGEST),
 
-so that the polls keep the line busy at most ``SHARE`` of the time: the rest is left for clicks,
-bursts and the sending of every page's messages (Streamlit's event loop, outside the turns, on
-the same interpreter), and a poll rarely waits for more than a few others. The seconds per poll are the time
-the line was busy over the last ``WINDOW`` seconds (``Turns.busy``: every page's turn, the
-polls' and the clicks') divided by the training polls in it, so the estimate errs on the busy
-side. It is wall time, not CPU time: a turn lasts longer when the interpreter also sends the
-messages, and when the runs train on the server's core (a server held to one core, by an
-affinity or by a container's CPU quota), and the pages then poll less often by as much. A page
-counts as training from the run of its live view that shows its run training (its Start), so a
-class that presses Start together is paced from its first polls, not after them.
+so that the polls take at most ``SHARE`` of one core, the rest left for Starts and bursts; on a
+server held to one core (``os.sched_getaffinity``) the runs train on that core too, and the
+polls take half as much. (A CPU quota without an affinity, as some containers set, is not seen.)
+The CPU per poll is the server process's CPU time over the last ``WINDOW`` seconds divided by
+the training polls in it: everything the server did for them (the reruns, the sending) and
+its other work besides, so the estimate errs on the busy side. (With runs in threads,
+``BNVIZ_RUNS_IN=thread``, the training shares the process and its CPU counts too: the pages
+then poll less often, leaving the core to the training they watch.) A page counts as training
+from the run of its live view that shows its run training (its Start), so a class that presses
+Start together is paced from its first polls, not after them.
 
 A page takes a new interval from inside its poll (``ui.upstream.set_run_every``, no full rerun)
 only when the interval it should have left a band around the one it has (``close_enough``): a
@@ -28,6 +29,7 @@ sidebar says the interval when it is slower than ``FASTEST``.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -36,31 +38,31 @@ from collections.abc import Callable
 import streamlit as st
 
 from bnviz.serve.settings import REFRESH_SECONDS
-from ui import turns
 
 FASTEST = REFRESH_SECONDS["running"]  # one page alone, or a few: a step reaches the screen within half a second
 LONGEST = 4.0  # however busy: a training page still moves
-SHARE = 0.5  # of the line's time, for the training pages' polls together
+SHARE = 0.7  # of one core, for the training pages' polls together; half that on a one-core server
 WINDOW = 10.0  # seconds: a page that polled within them is training (well above LONGEST); the cost's span
 BAND = (0.7, 1.4)  # a page keeps its interval while the one it should have is within these factors of it
-PRIOR_SECONDS = 0.05  # turn seconds per poll assumed until polls are measured: about a lesson page's on a 2-core machine
+PRIOR_SECONDS = 0.06  # server CPU per poll assumed until polls are measured: about a lesson page's on a 2-core machine
 MEASURED_POLLS = 10  # polls in the window before their measure replaces the prior
-SAMPLE_SECONDS = 1.0  # the line's busy clock is read at most this often
+SAMPLE_SECONDS = 1.0  # the process's CPU clock is read at most this often
 
 
 class Pacer:
-    """The server's pace for training pages, from the pages polling and the line's busy clock
-    (``busy``: seconds the line of turns was busy so far). Thread-safe."""
+    """The server's pace for training pages, from the pages polling and the server's CPU. Thread-safe."""
 
-    def __init__(self, busy: Callable[[], float], fastest: float = FASTEST, longest: float = LONGEST,
-                 share: float = SHARE, window: float = WINDOW, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, fastest: float = FASTEST, longest: float = LONGEST, share: float | None = None,
+                 window: float = WINDOW, clock: Callable[[], float] = time.monotonic,
+                 cpu: Callable[[], float] = time.process_time):
+        share = share if share is not None else SHARE if cores() >= 2 else SHARE / 2
         self.fastest, self.longest, self.share, self.window = fastest, longest, share, window
-        self._clock, self._busy = clock, busy
+        self._clock, self._cpu = clock, cpu
         self._lock = threading.Lock()
         self._pages: dict[str, float] = {}  # page -> when it last showed its run training
         self._polls = 0  # training polls so far
-        self._samples: deque[tuple[float, float, int]] = deque()  # (when, busy seconds, polls), the window's
-        self.cost = PRIOR_SECONDS  # the line's busy seconds per training poll
+        self._samples: deque[tuple[float, float, int]] = deque()  # (when, process CPU, polls), the window's
+        self.cost = PRIOR_SECONDS  # server CPU seconds per training poll
 
     def training(self, page: str) -> None:
         """A page shows a run training (its full run, before its first poll): count it."""
@@ -74,7 +76,7 @@ class Pacer:
             self._polls += 1
             if self._samples and now - self._samples[-1][0] < SAMPLE_SECONDS:
                 return
-            self._samples.append((now, self._busy(), self._polls))
+            self._samples.append((now, self._cpu(), self._polls))
             while now - self._samples[0][0] > self.window:
                 self._samples.popleft()
             first, last = self._samples[0], self._samples[-1]
@@ -94,6 +96,14 @@ class Pacer:
         return min(self.longest, max(self.fastest, wanted))
 
 
+def cores() -> int:
+    """The cores this server may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def close_enough(current: float | None, wanted: float | None) -> bool:
     """Whether a page polling every ``current`` seconds may go on doing so when ``wanted`` is its pace."""
     if current is None or wanted is None:
@@ -104,4 +114,4 @@ def close_enough(current: float | None, wanted: float | None) -> bool:
 @st.cache_resource(show_spinner=False)
 def pacer() -> Pacer:
     """The server's one pacer, shared by every session."""
-    return Pacer(busy=turns.turns().busy)
+    return Pacer()
