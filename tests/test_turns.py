@@ -88,3 +88,32 @@ def test_an_error_in_a_turn_gives_it_up():
     except ValueError:
         pass
     assert _line_up(turns, ["next"]) == ["next"]
+
+
+def test_the_busy_clock_runs_while_a_page_holds_a_turn_and_stops_while_it_steps_aside():
+    now = [0.0]
+    turns = Turns(clock=lambda: now[0])
+    now[0] = 5.0  # nobody in line: not busy
+    with turns.turn():
+        now[0] = 7.0
+        assert turns.busy() == 2.0  # a turn under way counts
+        with turns.released():  # waiting for a trainer: the line is free
+            now[0] = 10.0
+        now[0] = 10.5
+    now[0] = 20.0
+    assert turns.busy() == 2.5
+    handed = threading.Event()
+
+    def second():
+        with turns.turn():
+            handed.set()
+            now[0] = 21.0  # the next in line takes over the clock
+
+    with turns.turn():
+        thread = threading.Thread(target=second)
+        thread.start()
+        while turns.waiting() < 1:
+            time.sleep(0.001)
+        now[0] = 20.5
+    thread.join(5)
+    assert handed.is_set() and turns.busy() == 2.5 + 0.5 + 0.5

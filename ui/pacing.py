@@ -1,24 +1,25 @@
 """How often a training page polls: as often as the server can serve every page that trains.
 
-Each poll of a training page reruns its live view on the server, and one interpreter runs
-every session's reruns (Python's lock) and sends their messages (Streamlit's event loop:
-compression, the websocket). Thirty pages polling 2.5 times a second ask more than it can do:
-every poll then waits in line behind the others, a press of Start waits in the same line, and
-each page refreshes only as fast as the line moves anyway. So the interval grows with the
-number of pages training:
+Each poll of a training page reruns its live view on the server, and the pages' runs take
+turns (``ui.turns``) on one interpreter, which also sends every page's messages (Streamlit's
+event loop: the websocket, its compression). Thirty pages polling 2.5 times a second ask more
+than it can do: every poll then waits behind the others, and each page refreshes only as fast
+as the line moves anyway. So the interval grows with the number of pages training:
 
-    pages training x server CPU per poll / SHARE   seconds (at least FASTEST, at most LONGEST),
+    pages training x work per poll / share   seconds (at least FASTEST, at most LONGEST),
 
-so that the polls take at most ``SHARE`` of one core, the rest left for Starts and bursts; on a
-server held to one core (``os.sched_getaffinity``) the runs train on that core too, and the
-polls take half as much. (A CPU quota without an affinity, as some containers set, is not seen.)
-The CPU per poll is the server process's CPU time over the last ``WINDOW`` seconds divided by
-the training polls in it: everything the server did for them (the reruns, the sending) and
-its other work besides, so the estimate errs on the busy side. (With runs in threads,
-``BNVIZ_RUNS_IN=thread``, the training shares the process and its CPU counts too: the pages
-then poll less often, leaving the core to the training they watch.) A page counts as training
-from the run of its live view that shows its run training (its Start), so a class that presses
-Start together is paced from its first polls, not after them.
+the work per poll measured on the running server over the last ``WINDOW`` seconds, divided by
+the training polls in it. What is measured depends on the cores the server may run on
+(``os.sched_getaffinity``):
+- two or more: the time some page held a turn (``Turns.busy``, wall time), at most ``SHARE`` of
+  it. The sending runs beside the turns (its compression on the other core), so the line is
+  what the polls wait for; and the process's CPU time counts work that is not the polls' (the
+  runs' snapshots, the sidebar's line), so a share of it runs the pace into its cap.
+- one: the server process's CPU time, at most ``ONE_CORE_SHARE`` of the core, which the runs
+  share. There the sending does not run beside the turns but takes the same core, and only the
+  CPU time counts it. (A CPU quota without an affinity, as some containers set, is not seen.)
+A page counts as training from the run of its live view that shows its run training (its
+Start), so a class that presses Start together is paced from its first polls, not after them.
 
 A page takes a new interval from inside its poll (``ui.upstream.set_run_every``, no full rerun)
 only when the interval it should have left a band around the one it has (``close_enough``): a
@@ -38,31 +39,32 @@ from collections.abc import Callable
 import streamlit as st
 
 from bnviz.serve.settings import REFRESH_SECONDS
+from ui import turns
 
 FASTEST = REFRESH_SECONDS["running"]  # one page alone, or a few: a step reaches the screen within half a second
 LONGEST = 4.0  # however busy: a training page still moves
-SHARE = 0.7  # of one core, for the training pages' polls together; half that on a one-core server
+SHARE = 0.5  # of the line's time, for the training pages' polls together (two or more cores)
+ONE_CORE_SHARE = 0.35  # of the server's one core, in CPU time, which the runs share
 WINDOW = 10.0  # seconds: a page that polled within them is training (well above LONGEST); the cost's span
 BAND = (0.7, 1.4)  # a page keeps its interval while the one it should have is within these factors of it
-PRIOR_SECONDS = 0.06  # server CPU per poll assumed until polls are measured: about a lesson page's on a 2-core machine
+PRIOR_SECONDS = 0.05  # work per poll assumed until polls are measured: about a lesson page's
 MEASURED_POLLS = 10  # polls in the window before their measure replaces the prior
-SAMPLE_SECONDS = 1.0  # the process's CPU clock is read at most this often
+SAMPLE_SECONDS = 1.0  # the work clock is read at most this often
 
 
 class Pacer:
-    """The server's pace for training pages, from the pages polling and the server's CPU. Thread-safe."""
+    """The server's pace for training pages, from the pages polling and a clock of the server's work
+    (``work``: seconds of it so far, at most ``share`` of each second for the polls). Thread-safe."""
 
-    def __init__(self, fastest: float = FASTEST, longest: float = LONGEST, share: float | None = None,
-                 window: float = WINDOW, clock: Callable[[], float] = time.monotonic,
-                 cpu: Callable[[], float] = time.process_time):
-        share = share if share is not None else SHARE if cores() >= 2 else SHARE / 2
+    def __init__(self, work: Callable[[], float], share: float, fastest: float = FASTEST,
+                 longest: float = LONGEST, window: float = WINDOW, clock: Callable[[], float] = time.monotonic):
         self.fastest, self.longest, self.share, self.window = fastest, longest, share, window
-        self._clock, self._cpu = clock, cpu
+        self._clock, self._work = clock, work
         self._lock = threading.Lock()
         self._pages: dict[str, float] = {}  # page -> when it last showed its run training
         self._polls = 0  # training polls so far
-        self._samples: deque[tuple[float, float, int]] = deque()  # (when, process CPU, polls), the window's
-        self.cost = PRIOR_SECONDS  # server CPU seconds per training poll
+        self._samples: deque[tuple[float, float, int]] = deque()  # (when, work seconds, polls), the window's
+        self.cost = PRIOR_SECONDS  # the server's work per training poll, seconds
 
     def training(self, page: str) -> None:
         """A page shows a run training (its full run, before its first poll): count it."""
@@ -76,7 +78,7 @@ class Pacer:
             self._polls += 1
             if self._samples and now - self._samples[-1][0] < SAMPLE_SECONDS:
                 return
-            self._samples.append((now, self._cpu(), self._polls))
+            self._samples.append((now, self._work(), self._polls))
             while now - self._samples[0][0] > self.window:
                 self._samples.popleft()
             first, last = self._samples[0], self._samples[-1]
@@ -113,5 +115,8 @@ def close_enough(current: float | None, wanted: float | None) -> bool:
 
 @st.cache_resource(show_spinner=False)
 def pacer() -> Pacer:
-    """The server's one pacer, shared by every session."""
-    return Pacer()
+    """The server's one pacer, shared by every session: by the turns' time on two or more cores, by the
+    process's CPU time on one."""
+    if cores() >= 2:
+        return Pacer(work=turns.turns().busy, share=SHARE)
+    return Pacer(work=time.process_time, share=ONE_CORE_SHARE)

@@ -20,6 +20,7 @@ import collections
 import contextlib
 import functools
 import threading
+import time
 
 import streamlit as st
 
@@ -28,11 +29,14 @@ class Turns:
     """A first-come, first-served, re-entrant lock with a way to step aside while waiting, and two lines:
     who waits in the line ``ahead`` goes before everyone in the other."""
 
-    def __init__(self):
+    def __init__(self, clock=time.monotonic):
         self._guard = threading.Lock()
         self._holder: int | None = None  # the thread whose turn it is
         self._depth = 0  # how many ``turn`` blocks that thread is inside
         self._lines = (collections.deque(), collections.deque())  # (ahead, the others) of (thread, depth, Event)
+        self._clock = clock
+        self._busy = 0.0  # seconds some thread held a turn, up to ``_since``
+        self._since = 0.0  # when the holder took its turn
 
     @contextlib.contextmanager
     def turn(self, ahead: bool = False):
@@ -68,10 +72,16 @@ class Turns:
     def waiting(self) -> int:
         return sum(len(line) for line in self._lines)
 
+    def busy(self) -> float:
+        """The seconds some page held a turn so far (a clock that runs while the line is busy): the line's
+        load, whatever took the time (the interpreter, the lock's other threads, the runs on a shared core)."""
+        with self._guard:
+            return self._busy + (self._clock() - self._since if self._holder is not None else 0.0)
+
     def _acquire(self, me: int, depth: int, ahead: bool, first: bool = False) -> None:
         with self._guard:
             if self._holder is None:
-                self._holder, self._depth = me, depth
+                self._holder, self._depth, self._since = me, depth, self._clock()
                 return
             handed = threading.Event()
             line = self._lines[0 if ahead else 1]
@@ -80,6 +90,8 @@ class Turns:
 
     def _release(self) -> None:
         with self._guard:
+            now = self._clock()
+            self._busy, self._since = self._busy + now - self._since, now
             line = next((line for line in self._lines if line), None)
             if line is not None:
                 self._holder, self._depth, handed = line.popleft()
