@@ -14,10 +14,11 @@ the training polls in it. What is measured depends on the cores the server may r
 - two or more: the time some page held a turn (``Turns.busy``, wall time), at most ``SHARE`` of
   it. The sending runs beside the turns (its compression on the other core), so the line is
   what the polls wait for; and the process's CPU time counts work that is not the polls' (the
-  runs' snapshots, the sidebar's line), so a share of it runs the pace into its cap.
+  runs' snapshots, the sidebar's line): half a core of it ran the pace into its cap (README).
 - one: the server process's CPU time, at most ``ONE_CORE_SHARE`` of the core, which the runs
   share. There the sending does not run beside the turns but takes the same core, and only the
-  CPU time counts it. (A CPU quota without an affinity, as some containers set, is not seen.)
+  CPU time counts it. (A CPU quota without an affinity, as some containers set, is not seen:
+  such a server is paced as on two cores, by the turns' time, which grows as the quota slows it.)
 A page counts as training from the run of its live view that shows its run training (its
 Start), so a class that presses Start together is paced from its first polls, not after them.
 
