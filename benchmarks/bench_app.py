@@ -35,7 +35,6 @@ import time
 from testsupport import frames, serverctl
 from testsupport.browserclient import STATUS_JS
 
-OBSERVER_NICENESS = 10  # the measuring browser's priority below the server's (see observed)
 
 LONG_TASKS = """window.__busy = []; new PerformanceObserver(list => list.getEntries().forEach(
     e => window.__busy.push([e.startTime, e.duration]))).observe({type: "longtask", buffered: true});"""
@@ -292,15 +291,16 @@ def measure_server(compression: bool, depth: int, window: float, latency_clicks:
 
 
 def observed(work):
-    """``work()`` in a thread of its own at a lower priority (nice OBSERVER_NICENESS), and every
-    process it starts (Playwright's driver, Chromium): the observer takes only the CPU that the
-    server and its runs leave, as a student's browser on the student's laptop takes none of it.
-    The server was started before, at this script's priority; on Linux a thread's nice value is
-    its own, so the rest of this script (the proxy, the Trainer-alone rate) keeps its priority."""
+    """``work()`` in a thread of its own at the lowest priority (Linux's ``SCHED_IDLE``, below every nice
+    value, so below the runs too), and every process it starts (Playwright's driver, Chromium): the
+    observer takes only the CPU that the server and its runs leave, as a student's browser on the
+    student's laptop takes none of it. The server was started before, at this script's priority; on
+    Linux a thread's scheduling is its own, so the rest of this script (the proxy, the Trainer-alone
+    rate) keeps its priority."""
     result: dict = {}
 
     def run():
-        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + OBSERVER_NICENESS)  # 0: this thread
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread; its children inherit it
         try:
             result["value"] = work()
         except BaseException as error:  # re-raised in the caller's thread

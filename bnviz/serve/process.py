@@ -41,9 +41,12 @@ PRELOAD = ["__main__", "bnviz.serve.process", "bnviz.trainer", "bnviz.serve.warm
 COMMANDS = ("pause", "resume", "step", "stop", "set_lr", "reestimate", "end_turn")  # the Trainer methods a parent may call
 STATE = "state"  # a message up the pipe that carries a checkpoint (bytes), not a Snapshot
 PROCESS_NAME = b"bnviz-run"  # the child's name in ps and /proc, so a server's runs can be counted
-# A run yields the CPU to the web server first: at full priority, four runs on two cores made a
-# class's refreshes twice as slow (README, "A class at once"). Training takes what the pages leave.
-NICENESS = 5
+# A run takes only the CPU the pages leave (19, the lowest nice value): a class waits for its pages,
+# and a run still trains at full speed whenever they do not want the core. At full priority four
+# runs on two cores made a class's refreshes twice as slow ("A class at once" in README); at nice 5
+# two runs still took two fifths of a shared core from the pages whenever both wanted it, and on
+# one core a class's Starts and refreshes waited for them ("One link, one class").
+NICENESS = 19
 
 
 def warm_up(wait: bool = False) -> None:
