@@ -12,7 +12,8 @@ Prints a table; not a unit test. Numbers:
    - refreshes per second: fragment runs finished, decoded from those frames (ForwardMsg);
    - server time per refresh: the fragment's rerun request sent -> its script_finished received;
    - training steps/s in the app vs a Trainer alone in this process (same config);
-   - step-to-screen latency: the "step" button pressed while paused -> "step N+1" on screen;
+   - step-to-screen latency: the "step" button pressed while paused -> the next step in the page's
+     run status (the median of five; the first forks a private copy of the shared run);
      and the live path's bound: publish interval + refresh interval + server time + render.
    The browser renders on the same cores as the server and the trainer; it runs at a lower
    priority (``observed``) so that it takes what they leave, as a student's browser, on the
@@ -242,8 +243,9 @@ def live_session(browser, url: str, proxy: Proxy, window: float, latency_clicks:
         "extensions": frames.extensions or "(none)",
     }
     if latency_clicks:
-        page.locator(".st-key-pause button").first.click()
-        page.wait_for_function("document.body.innerText.includes('paused')", timeout=30_000)
+        page.locator(".st-key-pause button").first.click()  # this tab's picture freezes (the run is shared)
+        page.wait_for_function(f"() => {{ const s = ({STATUS_JS})(); return s && s.state === 'paused'; }}",
+                               timeout=30_000)
         page.wait_for_timeout(2500)
         start = time.monotonic()
         page.wait_for_timeout(6000)
@@ -252,8 +254,9 @@ def live_session(browser, url: str, proxy: Proxy, window: float, latency_clicks:
         for _ in range(latency_clicks):
             before = progress(page)[0]
             clicked = time.monotonic()
-            page.locator(".st-key-step button").first.click()
-            page.wait_for_function(f"document.body.innerText.includes('step {before + 1} of')", timeout=30_000)
+            page.locator(".st-key-step button").first.click()  # the first: a private copy from the run's state now
+            page.wait_for_function(f"() => {{ const s = ({STATUS_JS})(); return s && s.state === 'paused' && "
+                                   f"s.runs.length && s.runs[0].step > {before}; }}", timeout=30_000)
             latencies.append(time.monotonic() - clicked)
             page.wait_for_timeout(500)
         result["step_latency_s"] = statistics.median(latencies)
