@@ -10,7 +10,7 @@ as the line moves anyway. So the interval grows with the number of pages trainin
 
 the work per poll measured on the running server over the last ``WINDOW`` seconds, divided by
 the training polls in it. What is measured depends on the cores the server may run on
-(``os.sched_getaffinity``):
+(``bnviz.machine.cores``, its CPU affinity):
 - two or more: the time some page held a turn (``Turns.busy``, wall time), at most ``SHARE`` of
   it. The sending runs beside the turns (its compression on the other core), so the line is
   what the polls wait for; and the process's CPU time counts work that is not the polls' (the
@@ -31,7 +31,6 @@ sidebar says the interval when it is slower than ``FASTEST``.
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -39,6 +38,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from bnviz.machine import cores
 from bnviz.serve.settings import REFRESH_SECONDS
 from ui import turns
 
@@ -97,14 +97,6 @@ class Pacer:
         """The seconds between a training page's polls that the server can serve, up to a tenth of a second."""
         wanted = math.ceil(self.pages() * self.cost / self.share * 10 - 1e-6) / 10
         return min(self.longest, max(self.fastest, wanted))
-
-
-def cores() -> int:
-    """The cores this server may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def close_enough(current: float | None, wanted: float | None) -> bool:

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from bnviz import machine
 from bnviz.config import RunConfig
 from bnviz.snapshot import final_accuracy
 
@@ -245,7 +246,7 @@ def _require(module: str, extra: str):
 
 def default_jobs() -> int:
     """One worker per core this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return machine.cores()
 
 
 class CellCache:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from bnviz import machine
 from bnviz.config import RunConfig
 from bnviz.reproduce.facts import differences
 from bnviz.reproduce.registry import DEFAULT_SEEDS, check_claims, seed_configs
@@ -53,8 +54,7 @@ WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_
 
 def default_workers(runs: int) -> int:
     """One run per core: each Trainer uses one torch thread."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(runs, cores))
+    return max(1, min(runs, machine.cores()))
 
 
 def run_reproduction(name: str, steps: int | None = None, out_dir=".", progress: Progress | None = None,
