@@ -98,6 +98,20 @@ def test_pages_watching_the_same_runs_share_one_sample_per_hold():
     assert sampler.sample(runs, hold=0.1) is later  # never less than the sampler's own hold
 
 
+def test_a_page_is_never_given_a_sample_older_than_its_picture():
+    """A page that froze its picture at step 112 and resumes within the hold of a sample taken at step 1."""
+    now = [0.0]
+    sampler, run = SampledSnapshots(hold=0.4, clock=lambda: now[0]), Publishing()
+    early = sampler.sample((run,))
+    now[0] = 0.2
+    frozen = (Snapshot(config=RunConfig(), version=50, step=112),)
+    assert sampler.sample((run,), shown=(snapshot(0),)) is early  # no newer than what that page shows: shared
+    fresh = sampler.sample((run,), shown=frozen)
+    assert fresh is not early and fresh[0].version == 2  # taken anew
+    other = (Snapshot(config=RunConfig(seed=7), version=50, step=112),)
+    assert sampler.sample((run,), shown=other) is fresh  # another run's picture says nothing of this one's age
+
+
 def test_samples_are_bounded():
     sampler = SampledSnapshots(entries=2)
     for _ in range(5):

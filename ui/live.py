@@ -111,8 +111,8 @@ def _view(current: str, interval: float | None, entry, choice: Choice) -> None:
     """The live view of this tab's runs in state ``current``: status, progress, reproduce view, charts."""
     pool, owner, state = session.pool(), session.owner(), st.session_state
     if entry is not None:  # while training, the class's sample of these runs (a few builds of their figures)
-        taken = shared_figures.samples().sample(entry.runs, hold=interval / 4) if current == "running" else \
-            tuple(run.snapshot() for run in entry.runs)
+        taken = shared_figures.samples().sample(entry.runs, hold=interval / 4, shown=state.get(keys.LAST, ())) \
+            if current == "running" else tuple(run.snapshot() for run in entry.runs)
         state[keys.LAST] = state.get(keys.FROZEN) or taken
     snapshots: tuple[Snapshot, ...] = state.get(keys.LAST, ())
     explain.published(choice.preset, choice.config,

@@ -115,13 +115,15 @@ class SampledSnapshots:
         self._lock = threading.Lock()
         self._samples: OrderedDict[tuple, tuple[tuple, float, tuple[Snapshot, ...]]] = OrderedDict()
 
-    def sample(self, runs: tuple, hold: float | None = None) -> tuple[Snapshot, ...]:
+    def sample(self, runs: tuple, hold: float | None = None, shown: tuple[Snapshot, ...] = ()) -> tuple[Snapshot, ...]:
         """Each run's ``snapshot()``, as taken by the first page to ask in the last ``hold`` seconds
-        (``self.hold`` if not given, and never less)."""
+        (``self.hold`` if not given, and never less), unless that is older than what the asking page
+        ``shown`` already (a page that froze its picture and resumes): then taken anew."""
         key, now, hold = tuple(id(run) for run in runs), self._clock(), max(self.hold, hold or 0.0)
         with self._lock:
             found = self._samples.get(key)
-            if found is not None and all(a is b for a, b in zip(found[0], runs)) and now - found[1] < hold:
+            if found is not None and all(a is b for a, b in zip(found[0], runs)) and now - found[1] < hold \
+                    and not _older(found[2], shown):
                 self._samples.move_to_end(key)
                 return found[2]
             snapshots = tuple(run.snapshot() for run in runs)
@@ -134,6 +136,11 @@ class SampledSnapshots:
     def __len__(self) -> int:
         with self._lock:
             return len(self._samples)
+
+
+def _older(sample: tuple[Snapshot, ...], shown: tuple[Snapshot, ...]) -> bool:
+    """Whether a run's snapshot in ``sample`` is at an earlier step than the page ``shown`` of the same config."""
+    return any(a.config == b.config and a.step < b.step for a, b in zip(sample, shown))
 
 
 @st.cache_resource(show_spinner=False)
